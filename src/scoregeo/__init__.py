@@ -1,0 +1,21 @@
+"""scoregeo: Riemannian geometry of data and of models from the Stein and Fisher scores.
+
+``import scoregeo as sg``; points are tensors of shape (..., d).
+"""
+
+from .densities import Gaussian, GaussianMixture
+from .metrics import Euclidean, FisherRaoMetric, MatrixMetric, Metric, ScoreMetric
+from .scores import score_of
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Gaussian",
+    "GaussianMixture",
+    "score_of",
+    "Metric",
+    "Euclidean",
+    "MatrixMetric",
+    "ScoreMetric",
+    "FisherRaoMetric",
+]

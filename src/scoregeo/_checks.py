@@ -1,0 +1,69 @@
+"""Input validation shared by every public entry point.
+
+Each check raises a ``ValueError`` that names the offending argument and says
+what was expected, so that a user sees the mistake where they made it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_points(x: torch.Tensor, dim: int, name: str = "x") -> torch.Tensor:
+    """Check that ``x`` is a finite floating tensor of shape (..., dim)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (..., {dim}), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor (float32 or float64), got dtype {x.dtype}")
+    if x.ndim == 0 or x.shape[-1] != dim:
+        raise ValueError(f"{name} must have shape (..., {dim}), got {tuple(x.shape)}")
+    check_finite(x, name)
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Check that ``x`` holds no NaN or Inf (skipped under torch.func transforms)."""
+    if _is_plain(x) and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).nonzero()
+        raise ValueError(f"{name} contains NaN or Inf (first at index {tuple(bad[0].tolist())})")
+    return x
+
+
+def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    """Check that two point tensors can be broadcast against each other."""
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name_a} with shape {tuple(a.shape)} and {name_b} with shape {tuple(b.shape)} do not broadcast"
+        ) from None
+
+
+def check_nonnegative(value: float, name: str) -> float:
+    """Check a real hyperparameter is finite and >= 0."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    """Check an integer hyperparameter is at least ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_dim(dim: int) -> int:
+    """Check the dimension of a manifold."""
+    return check_positive_int(dim, "dim")
+
+
+def _is_plain(x: torch.Tensor) -> bool:
+    """True for an ordinary tensor, False for a torch.func wrapper whose values cannot be inspected."""
+    try:
+        torch._C._functorch.is_functorch_wrapped_tensor  # noqa: B018
+    except AttributeError:  # pragma: no cover - very old torch
+        return True
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x)

@@ -1,0 +1,117 @@
+"""The Fisher–Rao metric of a parametric family of torch distributions."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch.distributions import Distribution
+from torch.distributions.kl import _dispatch_kl, kl_divergence
+from torch.func import jacfwd, jacrev, vmap
+
+from .._checks import check_positive_int
+from .base import Metric
+
+Family = Callable[[torch.Tensor], Distribution]
+
+
+class FisherRaoMetric(Metric):
+    """Fisher information G(θ) = E_{y∼p_θ}[∇θ log p_θ(y) ∇θ log p_θ(y)ᵀ] as a metric on θ ∈ R^k.
+
+    Args:
+        family: maps θ of shape (..., k) to a ``torch.distributions.Distribution``
+            whose batch shape is (...); it must be built from differentiable torch
+            operations of θ (for example ``lambda t: Normal(t[..., 0], t[..., 1])``).
+        dim: k, the number of parameters.
+        mc_samples: number of Monte Carlo samples, used only when torch registers
+            no closed-form KL divergence for the family.
+        generator: seeds the Monte Carlo samples (a seed is drawn from it once, at
+            construction, and reused at every θ, so G is a smooth deterministic
+            function of θ for one metric object).
+
+    Exact mode (a KL divergence is registered for the pair): G(θ) is the Hessian
+    ∂²/∂θ'² KL(p_θ ‖ p_θ') at θ' = θ, computed by ``torch.func``.
+
+    Monte Carlo mode: G(θ) is the average of score outer products over
+    ``mc_samples`` draws of the family's own samples; it is **stochastic** (its
+    error is O(1/√mc_samples)). The samples are weighted by p_θ'(y)/p_θ(y) (equal
+    to 1 in value), so that derivatives of G, and thus Christoffel symbols, are
+    also unbiased.
+    """
+
+    def __init__(
+        self,
+        family: Family,
+        dim: int,
+        mc_samples: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(dim)
+        if not callable(family):
+            raise ValueError(f"family must be callable, got {type(family).__name__}")
+        self.family = family
+        if mc_samples is not None:
+            check_positive_int(mc_samples, "mc_samples", minimum=2)
+        self.mc_samples = mc_samples
+        self._seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        self._exact: bool | None = None
+
+    def _is_exact(self, theta: torch.Tensor) -> bool:
+        if self._exact is None:
+            with _no_validation():
+                dist = self.family(theta.detach())
+            if not isinstance(dist, Distribution):
+                raise ValueError(f"family must return a torch.distributions.Distribution, got {type(dist).__name__}")
+            self._exact = _dispatch_kl(type(dist), type(dist)) is not NotImplemented
+            if not self._exact and self.mc_samples is None:
+                raise ValueError(
+                    f"torch registers no closed-form KL divergence for {type(dist).__name__}; pass mc_samples "
+                    "(and a generator) to estimate the Fisher information by Monte Carlo"
+                )
+        return self._exact
+
+    def _matrix(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[:-1]
+        flat = x.reshape(-1, self.dim)
+        with _no_validation():
+            G = self._exact_fisher(flat) if self._is_exact(flat) else self._mc_fisher(flat)
+        return G.reshape(*batch, self.dim, self.dim)
+
+    def _exact_fisher(self, theta: torch.Tensor) -> torch.Tensor:
+        def kl(theta0: torch.Tensor, theta1: torch.Tensor) -> torch.Tensor:
+            return kl_divergence(self.family(theta0), self.family(theta1)).sum()
+
+        hessian = jacfwd(jacrev(kl, argnums=1), argnums=1)
+        return vmap(hessian)(theta, theta)
+
+    def _mc_fisher(self, theta: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed)
+            samples = self.family(theta.detach()).sample((self.mc_samples,))  # (n, B, *event)
+
+        def fisher_at(th: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            def log_prob(t: torch.Tensor) -> torch.Tensor:
+                return self.family(t).log_prob(y)  # (n,)
+
+            lp = log_prob(th)
+            scores = jacfwd(log_prob)(th)  # (n, k)
+            weights = torch.exp(lp - lp.detach())
+            return torch.einsum("n,ni,nj->ij", weights, scores, scores) / self.mc_samples
+
+        return vmap(fisher_at, in_dims=(0, 1))(theta, samples)
+
+    def __repr__(self) -> str:
+        mode = "exact KL Hessian" if self._exact else f"Monte Carlo ({self.mc_samples} samples)"
+        return f"FisherRaoMetric(dim={self.dim}, {mode if self._exact is not None else 'mode not yet known'})"
+
+
+@contextlib.contextmanager
+def _no_validation():
+    """Turn off torch.distributions argument validation (data-dependent checks break under vmap)."""
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)

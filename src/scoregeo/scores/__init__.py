@@ -1,0 +1,5 @@
+"""Where Stein scores come from."""
+
+from .autograd import score_of
+
+__all__ = ["score_of"]
