@@ -3,6 +3,7 @@
 ``import scoregeo as sg``; points are tensors of shape (..., d).
 """
 
+from .curvature import gaussian_curvature, scalar_curvature
 from .densities import Gaussian, GaussianMixture
 from .metrics import Euclidean, FisherRaoMetric, MatrixMetric, Metric, ScoreMetric
 from .scores import score_of
@@ -18,4 +19,6 @@ __all__ = [
     "MatrixMetric",
     "ScoreMetric",
     "FisherRaoMetric",
+    "scalar_curvature",
+    "gaussian_curvature",
 ]
