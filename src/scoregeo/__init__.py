@@ -7,6 +7,7 @@ from .curvature import gaussian_curvature, scalar_curvature
 from .densities import Gaussian, GaussianMixture
 from .metrics import Euclidean, FisherRaoMetric, MatrixMetric, Metric, ScoreMetric
 from .scores import score_of
+from . import fisher_rao
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,5 @@ __all__ = [
     "FisherRaoMetric",
     "scalar_curvature",
     "gaussian_curvature",
+    "fisher_rao",
 ]

@@ -88,7 +88,8 @@ class Metric(ABC):
         Γ♭(v, v)_l = (∂_v G v)_l − ½ ∂_l (vᵀ G v), the lowered Christoffel
         contraction; no d×d×d tensor is formed.
         """
-        x, v = torch.broadcast_tensors(x, v)
+        # contiguous: forward-mode AD refuses the overlapping memory of expanded (stride-0) tensors
+        x, v = (t.contiguous() for t in torch.broadcast_tensors(x, v))
         G, dG_v = jvp(self._matrix, (x,), (v,))
         _, pullback = vjp(self._matrix, x)
         (grad_quadratic,) = pullback(v.unsqueeze(-1) * v.unsqueeze(-2))

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch.distributions import Distribution
 from torch.distributions.kl import _dispatch_kl, kl_divergence
-from torch.func import jacfwd, jacrev, vmap
+from torch.func import grad, jacfwd, jvp, vmap
 
 from .._checks import check_positive_int
 from .base import Metric
@@ -79,11 +79,21 @@ class FisherRaoMetric(Metric):
         return G.reshape(*batch, self.dim, self.dim)
 
     def _exact_fisher(self, theta: torch.Tensor) -> torch.Tensor:
-        def kl(theta0: torch.Tensor, theta1: torch.Tensor) -> torch.Tensor:
-            return kl_divergence(self.family(theta0), self.family(theta1)).sum()
+        """Hessian of KL(p_θ ‖ p_θ') in θ' at θ' = θ, for a batch θ (B, k).
 
-        hessian = jacfwd(jacrev(kl, argnums=1), argnums=1)
-        return vmap(hessian)(theta, theta)
+        The KL divergences of different points are independent, so the gradient
+        of their sum holds every point's own gradient, and one JVP of it per
+        coordinate direction gives one Hessian column for the whole batch. No
+        vmap: torch's KL formulas for Bernoulli and Categorical use boolean-mask
+        indexing, which vmap cannot batch.
+        """
+
+        def kl_gradient(theta1: torch.Tensor) -> torch.Tensor:
+            return grad(lambda t1: kl_divergence(self.family(theta), self.family(t1)).sum())(theta1)
+
+        eye = torch.eye(self.dim, dtype=theta.dtype, device=theta.device)
+        columns = [jvp(kl_gradient, (theta,), (eye[i].expand_as(theta),))[1] for i in range(self.dim)]
+        return torch.stack(columns, dim=-1)
 
     def _mc_fisher(self, theta: torch.Tensor) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
