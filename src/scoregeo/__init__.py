@@ -5,6 +5,7 @@
 
 from .curvature import gaussian_curvature, scalar_curvature
 from .densities import Gaussian, GaussianMixture
+from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, log_map, shoot
 from .metrics import Euclidean, FisherRaoMetric, MatrixMetric, Metric, ScoreMetric
 from .scores import score_of
 from . import fisher_rao
@@ -20,6 +21,14 @@ __all__ = [
     "MatrixMetric",
     "ScoreMetric",
     "FisherRaoMetric",
+    "Path",
+    "shoot",
+    "exp_map",
+    "geodesic",
+    "distance",
+    "log_map",
+    "curve_length",
+    "curve_energy",
     "scalar_curvature",
     "gaussian_curvature",
     "fisher_rao",

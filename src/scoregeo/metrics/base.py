@@ -141,6 +141,12 @@ def cholesky_checked(G: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def solve_spd(G: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Solve G y = b for symmetric positive-definite G (..., d, d), b (..., d)."""
-    L = cholesky_checked(G, x)
-    return torch.cholesky_solve(b.unsqueeze(-1), L).squeeze(-1)
+    """Solve G y = b for symmetric positive-definite G (..., d, d), b (..., d).
+
+    Positive-definiteness is checked by a Cholesky factorisation, but the solve
+    itself uses ``torch.linalg.solve``: in torch 2.13 the forward-mode derivative
+    of ``cholesky_solve`` is wrong for non-diagonal factors (pytorch#196694), and
+    the geodesic solvers take JVPs through this function.
+    """
+    cholesky_checked(G, x)
+    return torch.linalg.solve(G, b.unsqueeze(-1)).squeeze(-1)

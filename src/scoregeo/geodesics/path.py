@@ -1,0 +1,73 @@
+"""The result type of every geodesic solver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Path:
+    """A curve x(t), t ∈ [0, T], sampled at ``n`` times, with its diagnostics.
+
+    Shapes use ``...`` for the batch of curves, n for samples along a curve and d
+    for the dimension.
+
+    Attributes:
+        points: (..., n, d) the curve at ``times``.
+        times: (n,) sample times (0 … T).
+        length: (...) Riemannian length ∫ ‖ẋ‖ dt.
+        energy: (...) ∫ ⟨ẋ, ẋ⟩ dt over [0, T] (for a geodesic on [0, 1], length²).
+        converged: (...) bool; False means the solver did not meet its tolerance
+            and the other fields are its best attempt (a warning was issued).
+        initial_velocity: (..., d) ẋ(0).
+        residual: (...) boundary-value problems: Euclidean distance between the
+            end of the final shot and the target point; initial-value problems:
+            equal to ``speed_drift``.
+        speed_drift: (...) max over the samples of |⟨ẋ, ẋ⟩ − ⟨ẋ₀, ẋ₀⟩| / ⟨ẋ₀, ẋ₀⟩;
+            an exact geodesic has constant speed, so this measures integration error.
+        local_lengths: (..., m) lengths of the distinct local geodesics a
+            boundary-value solve found between the same end points, shortest
+            first, NaN-padded (``None`` for initial-value problems).
+        n_local: (...) number of distinct local geodesics found (1 when no other
+            was found; ``None`` for initial-value problems).
+        method: name of the solver that produced the path.
+    """
+
+    points: torch.Tensor
+    times: torch.Tensor
+    length: torch.Tensor
+    energy: torch.Tensor
+    converged: torch.Tensor
+    initial_velocity: torch.Tensor
+    residual: torch.Tensor
+    speed_drift: torch.Tensor
+    method: str
+    local_lengths: torch.Tensor | None = None
+    n_local: torch.Tensor | None = None
+
+    @property
+    def end_point(self) -> torch.Tensor:
+        """(..., d) the last sample of the curve."""
+        return self.points[..., -1, :]
+
+    def reshape(self, batch: tuple[int, ...]) -> "Path":
+        """The same paths with their batch dimensions reshaped to ``batch``."""
+
+        def fit(t: torch.Tensor | None, trailing: int) -> torch.Tensor | None:
+            return None if t is None else t.reshape(*batch, *t.shape[t.ndim - trailing :])
+
+        return Path(
+            points=fit(self.points, 2),
+            times=self.times,
+            length=fit(self.length, 0),
+            energy=fit(self.energy, 0),
+            converged=fit(self.converged, 0),
+            initial_velocity=fit(self.initial_velocity, 1),
+            residual=fit(self.residual, 0),
+            speed_drift=fit(self.speed_drift, 0),
+            method=self.method,
+            local_lengths=fit(self.local_lengths, 1),
+            n_local=fit(self.n_local, 0),
+        )
