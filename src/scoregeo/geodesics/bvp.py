@@ -49,7 +49,7 @@ def geodesic(
             1/n_points); its ``residual`` is the relative energy gradient.
             ``"shooting"``: Newton shooting alone from v = x1 − x0.
         max_iter: iteration cap (energy: L-BFGS iterations, default 2000;
-            shooting: Newton iterations, default 40).
+            shooting: Newton iterations, default 25).
         progress: show a tqdm progress bar over the solver stages.
 
     Returns:
@@ -71,9 +71,9 @@ def geodesic(
             path = _energy_path(metric, a, b, n_points, max_iter or 2000)
         elif method == "shooting":
             with tqdm(total=1, desc="geodesic", disable=not progress, leave=False) as bar:
-                path = _shooting_path(metric, a, b, [b - a], n_points, max_iter or 40, bar)
+                path = _shooting_path(metric, a, b, [b - a], n_points, max_iter or 25, bar)
         else:
-            path = _auto_path(metric, a, b, n_points, max_iter or 40, progress)
+            path = _auto_path(metric, a, b, n_points, max_iter or 25, progress)
     _warn_unconverged(path)
     return path.reshape(batch)
 

@@ -10,6 +10,9 @@ from ..metrics import Metric
 from .ivp import default_tolerances, integrate_with_jacobian
 
 
+_MAX_STALLS = 4  # tightly measured residuals that failed to decrease in a row before a pair is given up
+
+
 @dataclass
 class ShootingResult:
     """Flat-batch result of :func:`newton_shooting`: velocities (B, d), residuals (B,), flags (B,)."""
@@ -21,12 +24,12 @@ class ShootingResult:
 
 
 def endpoint_tolerance(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-    """Euclidean end-point tolerance (B,): 1e-8 (float64) or 1e-4 (float32) relative to the coordinates' size.
+    """Euclidean end-point tolerance (B,): 1e-7 (float64) or 1e-4 (float32) relative to the coordinates' size.
 
-    Well above the error of a tightly integrated shot, and small enough that the
-    distance (the norm of the initial velocity) is accurate to about 1e-8.
+    Above the error of a tightly integrated shot, and small enough that the
+    distance (the norm of the initial velocity) is accurate to about 1e-7.
     """
-    rel = 1e-8 if x0.dtype == torch.float64 else 1e-4
+    rel = 1e-7 if x0.dtype == torch.float64 else 1e-4
     scale = 1.0 + torch.maximum(x0.abs().amax(-1), x1.abs().amax(-1))
     return rel * scale
 
@@ -36,7 +39,7 @@ def newton_shooting(
     x0: torch.Tensor,
     x1: torch.Tensor,
     v_init: torch.Tensor,
-    max_iter: int = 40,
+    max_iter: int = 25,
     method: str = "dopri5",
 ) -> ShootingResult:
     """Find v with exp_{x0}(v) = x1 for a flat batch (B, d) by damped Newton iterations.
@@ -48,7 +51,8 @@ def newton_shooting(
     tight default tolerance. A pair whose residual grew goes back half-way
     towards its previous velocity instead of taking a Newton step (backtracking);
     a batch whose integration fails does the same for all its pairs. Pairs stop
-    once their residual is below :func:`endpoint_tolerance`.
+    once their residual is below :func:`endpoint_tolerance`, or, unconverged,
+    after four tightly measured backtracks in a row.
     """
     tol = endpoint_tolerance(x0, x1)
     tight_rtol, tight_atol = default_tolerances(x0.dtype)
@@ -57,6 +61,8 @@ def newton_shooting(
     residual = torch.full_like(tol, float("inf"))
     active = torch.ones_like(tol, dtype=torch.bool)
     force_tight = False
+    stalls = torch.zeros_like(tol, dtype=torch.long)
+    converged = torch.zeros_like(tol, dtype=torch.bool)
     iterations = 0
     for iterations in range(1, max_iter + 1):
         idx = active.nonzero().squeeze(-1)
@@ -79,7 +85,10 @@ def newton_shooting(
         noise = worse & (new_residual <= 2 * residual[idx]) & (not tight)
         back = worse & ~noise & ~done
         residual[idx] = torch.where(back, residual[idx], new_residual)
+        stalls[idx] = torch.where(back & tight, stalls[idx] + 1, 0)
+        converged[idx[done]] = True
         active[idx[done]] = False
+        active[idx[stalls[idx] >= _MAX_STALLS]] = False  # cannot improve: give up on these pairs
         if not bool(active.any()):
             break
         force_tight = bool(noise.any())
@@ -88,7 +97,6 @@ def newton_shooting(
         forward = idx[go]
         v_prev[forward] = v[forward]
         v[forward] = v[forward] + _newton_step(jac[go], error[go])
-    converged = ~active
     velocity = torch.where(converged.unsqueeze(-1), v, v_prev)
     return ShootingResult(velocity=velocity, residual=residual, converged=converged, iterations=iterations)
 
