@@ -56,7 +56,7 @@ class Path:
         """The same paths with their batch dimensions reshaped to ``batch``."""
 
         def fit(t: torch.Tensor | None, trailing: int) -> torch.Tensor | None:
-            return None if t is None else t.reshape(*batch, *t.shape[t.ndim - trailing :])
+            return None if t is None else t.reshape(tuple(batch) + tuple(t.shape[t.ndim - trailing :]))
 
         return Path(
             points=fit(self.points, 2),

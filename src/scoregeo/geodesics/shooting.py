@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from ..metrics import Metric
-from .ivp import default_tolerances, integrate_with_jacobian
+from .ivp import default_tolerances, integrate, integrate_with_jacobian
 
 
+_JACOBIAN_RTOL = 1e-7  # integration tolerance of the Jacobi equations
 _MAX_STALLS = 4  # tightly measured residuals that failed to decrease in a row before a pair is given up
 
 
@@ -45,7 +46,9 @@ def newton_shooting(
     """Find v with exp_{x0}(v) = x1 for a flat batch (B, d) by damped Newton iterations.
 
     The Jacobian ∂ exp_{x0}(v)/∂v comes from the Jacobi equation integrated
-    alongside the geodesic. It is an inexact Newton method: while the residual is
+    alongside the geodesic (loosely, at rtol 1e-7) and is reused by the next
+    iterations for as long as each one shrinks the residual tenfold (a chord
+    method); otherwise it is recomputed. It is an inexact Newton method: while the residual is
     large the integration tolerance is loose (a thousandth of the worst
     residual), and convergence is only declared from a shot integrated with the
     tight default tolerance. A pair whose residual grew goes back half-way
@@ -60,22 +63,26 @@ def newton_shooting(
     v, v_prev = v_init.clone(), v_init.clone()
     residual = torch.full_like(tol, float("inf"))
     active = torch.ones_like(tol, dtype=torch.bool)
-    force_tight = False
-    stalls = torch.zeros_like(tol, dtype=torch.long)
     converged = torch.zeros_like(tol, dtype=torch.bool)
+    stalls = torch.zeros_like(tol, dtype=torch.long)
+    jacobian = torch.zeros(*x0.shape, x0.shape[-1], dtype=x0.dtype, device=x0.device)
+    refresh, force_tight = True, False
     iterations = 0
     for iterations in range(1, max_iter + 1):
         idx = active.nonzero().squeeze(-1)
         worst = float(residual[idx].max())
         rtol = tight_rtol if force_tight else min(max(1e-3 * worst, tight_rtol), 1e-5)
+        if refresh:  # the Jacobian only steers the step, so a loose integration is enough
+            rtol = max(rtol, _JACOBIAN_RTOL)
         try:
-            xs, _, jac = integrate_with_jacobian(
-                metric, x0[idx], v[idx], times, rtol=rtol, atol=rtol * tight_atol / tight_rtol, method=method
-            )
+            shot = _shoot_end(metric, x0[idx], v[idx], times, rtol, rtol * tight_atol / tight_rtol, method, refresh)
         except (AssertionError, RuntimeError):  # a trial velocity made the shot blow up
             v[idx] = 0.5 * (v[idx] + v_prev[idx])
+            refresh = True
             continue
-        error = xs[:, -1] - x1[idx]
+        if refresh:
+            jacobian[idx] = shot[1]
+        error = shot[0] - x1[idx]
         new_residual = error.norm(dim=-1)
         tight = rtol == tight_rtol
         done = (new_residual <= tol[idx]) & tight
@@ -84,6 +91,7 @@ def newton_shooting(
         worse = ~(new_residual < residual[idx])  # also catches NaN
         noise = worse & (new_residual <= 2 * residual[idx]) & (not tight)
         back = worse & ~noise & ~done
+        slow = ~worse & (new_residual > 0.1 * residual[idx])
         residual[idx] = torch.where(back, residual[idx], new_residual)
         stalls[idx] = torch.where(back & tight, stalls[idx] + 1, 0)
         converged[idx[done]] = True
@@ -92,13 +100,24 @@ def newton_shooting(
         if not bool(active.any()):
             break
         force_tight = bool(noise.any())
+        # chord iterations reuse the Jacobian while they contract fast; refresh it when they do not
+        refresh = bool((back | slow)[~done].any()) and not refresh
         v[idx[back]] = 0.5 * (v[idx[back]] + v_prev[idx[back]])
         go = ~back & ~done & ~noise
         forward = idx[go]
         v_prev[forward] = v[forward]
-        v[forward] = v[forward] + _newton_step(jac[go], error[go])
+        v[forward] = v[forward] + _newton_step(jacobian[forward], error[go])
     velocity = torch.where(converged.unsqueeze(-1), v, v_prev)
     return ShootingResult(velocity=velocity, residual=residual, converged=converged, iterations=iterations)
+
+
+def _shoot_end(metric, x0, v, times, rtol, atol, method, with_jacobian):
+    """End points (B, d) of shots, and ∂x(1)/∂v (B, d, d) when ``with_jacobian``."""
+    if with_jacobian:
+        xs, _, jac = integrate_with_jacobian(metric, x0, v, times, rtol=rtol, atol=atol, method=method)
+        return xs[:, -1], jac
+    xs, _ = integrate(metric, x0, v, times, rtol=rtol, atol=atol, method=method)
+    return xs[:, -1], None
 
 
 def _newton_step(jac: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
