@@ -36,7 +36,12 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo-out", metavar="DIR", help="output directory (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.add_argument(
-        "--threads", type=_positive_int, default=2, metavar="N", help="torch CPU threads (default: %(default)s)"
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch intra-op CPU threads (default: %(default)s; the demo's tensors are tiny, and more threads "
+        "only add synchronisation overhead)",
     )
 
 
