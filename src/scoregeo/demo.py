@@ -231,7 +231,7 @@ def _figure(scene_list: list[Scene], solved: list[dict[str, Any]]):
         ax_bvp.annotate("x₀", x0, xytext=(-14, 6), textcoords="offset points", fontsize=12)
         ax_bvp.annotate("x₁", x1, xytext=(6, 6), textcoords="offset points", fontsize=12)
         ax_bvp.set_title("(b) boundary-value geodesics x₀ → x₁\nλ ∈ {" + ", ".join(f"{v:g}" for v in BVP_LAMS) + "}")
-        ax_bvp.legend(loc=scene.legend_loc, fontsize=9, framealpha=0.9, title="Riemannian length L_g", title_fontsize=9)
+        ax_bvp.legend(loc=scene.legend_loc, fontsize=8.5, framealpha=0.9, title="Riemannian length L_g", title_fontsize=8.5)
 
         # (c) metric balls over density contours
         plotting.density_contours(ax_ell, density.log_prob, scene.xlim, scene.ylim, cmap="Blues", alpha=0.75)
