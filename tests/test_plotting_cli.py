@@ -194,8 +194,8 @@ def test_parser_structure_allows_more_commands():
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "known failure, issue 3 stays open: on this machine the λ = 100 mixture geodesic stops at an end-point "
-        "residual of 3.8e-6 (tolerance 1e-7) and the demo takes minutes, not < 60 s; strict, so it fails "
+        "known failure, issue 3 stays open: the λ = 10 mixture geodesic of the demo stops at an end-point "
+        "residual of 3.8e-6 (tolerance ~1e-6) and the demo takes minutes, not < 60 s; strict, so it fails "
         "the suite once fixed and must then lose this mark"
     ),
 )
