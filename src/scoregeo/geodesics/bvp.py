@@ -49,7 +49,7 @@ def geodesic(
             1/n_points); its ``residual`` is the relative energy gradient.
             ``"shooting"``: Newton shooting alone from v = x1 − x0.
         max_iter: iteration cap (energy: L-BFGS iterations, default 2000;
-            shooting: Newton iterations, default 25).
+            shooting: Newton iterations, default 40).
         progress: show a tqdm progress bar over the solver stages.
 
     Returns:
@@ -66,16 +66,56 @@ def geodesic(
     a, b = x0.reshape(-1, metric.dim).contiguous(), x1.reshape(-1, metric.dim).contiguous()
     if a.shape[0] == 0:
         raise ValueError("x0 and x1 must hold at least one pair of points")
-    with torch.no_grad():
-        if method == "energy":
-            path = _energy_path(metric, a, b, n_points, max_iter or 2000)
-        elif method == "shooting":
-            with tqdm(total=1, desc="geodesic", disable=not progress, leave=False) as bar:
-                path = _shooting_path(metric, a, b, [b - a], n_points, max_iter or 25, bar)
-        else:
-            path = _auto_path(metric, a, b, n_points, max_iter or 25, progress)
-    _warn_unconverged(path)
+    same = (a == b).all(-1)  # coincident end points: the constant curve, distance exactly 0
+    path = _constant_paths(a, n_points, method)
+    if not bool(same.all()):
+        moving = (~same).nonzero().squeeze(-1)
+        with torch.no_grad():
+            solved = _solve(metric, a[moving], b[moving], n_points, method, max_iter, progress)
+        path = _scatter(path, moving, solved)
+        _warn_unconverged(path)
     return path.reshape(batch)
+
+
+def _solve(metric, a, b, n_points, method, max_iter, progress) -> Path:
+    if method == "energy":
+        return _energy_path(metric, a, b, n_points, max_iter or 2000)
+    if method == "shooting":
+        with tqdm(total=1, desc="geodesic", disable=not progress, leave=False) as bar:
+            return _shooting_path(metric, a, b, [b - a], n_points, max_iter or 40, bar)
+    return _auto_path(metric, a, b, n_points, max_iter or 40, progress)
+
+
+def _constant_paths(a: torch.Tensor, n_points: int, method: str) -> Path:
+    """Constant curves at the points a (B, d): the geodesics between coincident end points."""
+    zeros = a.new_zeros(a.shape[0])
+    return Path(
+        points=a[:, None].expand(-1, n_points, -1).clone(),
+        times=torch.linspace(0, 1, n_points, dtype=a.dtype, device=a.device),
+        length=zeros,
+        energy=zeros.clone(),
+        converged=torch.ones_like(zeros, dtype=torch.bool),
+        initial_velocity=torch.zeros_like(a),
+        residual=zeros.clone(),
+        speed_drift=zeros.clone(),
+        method=method,
+        local_lengths=zeros[:, None].clone(),
+        n_local=torch.ones_like(zeros, dtype=torch.long),
+    )
+
+
+def _scatter(path: Path, index: torch.Tensor, solved: Path) -> Path:
+    """``path`` with the pairs at ``index`` replaced by ``solved`` (NaN-padding ``local_lengths``)."""
+    width = max(path.local_lengths.shape[-1], solved.local_lengths.shape[-1])
+    local = torch.full((path.length.shape[0], width), float("nan"), dtype=path.length.dtype, device=path.length.device)
+    local[:, : path.local_lengths.shape[-1]] = path.local_lengths
+    local[index] = float("nan")
+    local[index, : solved.local_lengths.shape[-1]] = solved.local_lengths
+    fields = ("points", "length", "energy", "converged", "initial_velocity", "residual", "speed_drift", "n_local")
+    for name in fields:
+        getattr(path, name)[index] = getattr(solved, name)
+    path.local_lengths, path.method = local, solved.method
+    return path
 
 
 def distance(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -39,10 +39,12 @@ def minimize_energy(
     so the sum's gradient is each curve's own). A curve has converged when the
     largest component of its energy gradient, divided by its energy over the
     number of segments (the natural gradient scale), is below ``gtol``
-    (default 1e-7 in float64, 1e-4 in float32).
+    (default 1e-5 in float64, 1e-3 in float32: about what L-BFGS reliably
+    reaches on the ill-conditioned discrete energy, and far below the O(1/n²)
+    error of the discretisation itself).
     """
     if gtol is None:
-        gtol = 1e-7 if init.dtype == torch.float64 else 1e-4
+        gtol = 1e-5 if init.dtype == torch.float64 else 1e-3
     ends = init[:, :1], init[:, -1:]
     interior = init[:, 1:-1].detach().clone().requires_grad_(True)
     chunk = 50
@@ -70,11 +72,13 @@ def minimize_energy(
 
     iterations = 0
     rel = relative_gradient() if init.shape[1] > 2 else torch.zeros(init.shape[0], dtype=init.dtype)
+    energy = float("inf")
     while iterations < max_iter and not bool((rel <= gtol).all()):
         with torch.enable_grad():
             optimizer.step(closure)
         iterations += chunk
-        previous, rel = rel, relative_gradient()
-        if not bool(torch.isfinite(rel).all()) or bool((rel >= previous).all()):
-            break  # stalled or diverged: report what we have
+        previous, energy = energy, float(discrete_energy(metric, curves()).sum())
+        rel = relative_gradient()
+        if not bool(torch.isfinite(rel).all()) or not energy < previous:
+            break  # diverged, or a whole chunk of L-BFGS no longer lowers the energy: report what we have
     return EnergyResult(points=curves().detach(), gradient_norm=rel, converged=rel <= gtol, iterations=iterations)

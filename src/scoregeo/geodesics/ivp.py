@@ -128,7 +128,9 @@ def integrate_with_jacobian(
         def push(tangent_x, tangent_v):
             return jvp(metric._acceleration, (pos, vel), (tangent_x, tangent_v))[1]
 
-        dacc = vmap(push, in_dims=(-1, -1), out_dims=-1)(dpos, dvel)
+        # out_dims=-1 gives a corrupt shape in torch 2.13 when the acceleration does not depend on
+        # its inputs (a flat metric); batch the columns first and move them last instead
+        dacc = vmap(push, in_dims=(-1, -1))(dpos, dvel).movedim(0, -1)
         return vel, metric._acceleration(pos, vel), dvel, dacc
 
     xs, vs, dxs, _ = _odeint(rhs, (x, v, torch.zeros_like(eye), eye.clone()), times, rtol, atol, method, 2)
