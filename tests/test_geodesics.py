@@ -136,9 +136,10 @@ def test_euclidean_geodesics_are_straight_lines():
 # ------------------------------------------------------------ global geodesic
 @pytest.mark.xfail(
     strict=True,
-    reason="known failure, issue 3 stays open: on this λ = 10 pair Newton shooting from the coarse energy "
-    "start needs > 40 iterations (the exp map amplifies velocity errors ~140x), so neither start is "
-    "declared converged; strict, so it fails the suite once fixed and must then lose this mark",
+    reason="known failure, issue 3 stays open: the default solver converges on this λ = 10 pair (to the "
+    "geodesic of length 5.628) but Newton shooting from the straight line does not converge at all, so the "
+    "pair does not yet show the longer local geodesic a line start falls into; strict, so it fails the "
+    "suite once fixed and must then lose this mark",
 )
 def test_auto_finds_the_shorter_of_two_local_geodesics():
     """Between two points on either side of a mode, shooting from the straight line falls into

@@ -10,7 +10,6 @@ from ..metrics import Metric
 from .ivp import default_tolerances, integrate, integrate_with_jacobian
 
 
-_JACOBIAN_RTOL = 1e-7  # integration tolerance of the Jacobi equations
 _MAX_STALLS = 4  # tightly measured residuals that failed to decrease in a row before a pair is given up
 
 
@@ -46,7 +45,7 @@ def newton_shooting(
     """Find v with exp_{x0}(v) = x1 for a flat batch (B, d) by damped Newton iterations.
 
     The Jacobian ∂ exp_{x0}(v)/∂v comes from the Jacobi equation integrated
-    alongside the geodesic (loosely, at rtol 1e-7) and is reused by the next
+    alongside the geodesic (not part of the step-size control) and is reused by the next
     iterations for as long as each one shrinks the residual tenfold (a chord
     method); otherwise it is recomputed. It is an inexact Newton method: while the residual is
     large the integration tolerance is loose (a thousandth of the worst
@@ -72,8 +71,6 @@ def newton_shooting(
         idx = active.nonzero().squeeze(-1)
         worst = float(residual[idx].max())
         rtol = tight_rtol if force_tight else min(max(1e-3 * worst, tight_rtol), 1e-5)
-        if refresh:  # the Jacobian only steers the step, so a loose integration is enough
-            rtol = max(rtol, _JACOBIAN_RTOL)
         try:
             shot = _shoot_end(metric, x0[idx], v[idx], times, rtol, rtol * tight_atol / tight_rtol, method, refresh)
         except (AssertionError, RuntimeError):  # a trial velocity made the shot blow up
