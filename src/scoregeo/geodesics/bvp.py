@@ -7,12 +7,12 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
-from .._checks import check_points, check_positive_int, check_same_shape
+from .._checks import check_positive_int
 from ..metrics import Metric
 from .curves import curve_energy, curve_length
 from .energy import minimize_energy
 from .graph import graph_paths
-from .ivp import integrate, path_from_trajectory
+from .ivp import integrate, path_from_trajectory, validated_points
 from .path import Path
 from .shooting import newton_shooting
 
@@ -56,7 +56,7 @@ def geodesic(
         A :class:`Path`; ``converged`` is False (and a warning is issued) for
         pairs where the solver did not meet its tolerance.
     """
-    x0, x1 = _validated_pair(metric, x0, x1)
+    x0, x1 = validated_points(metric, x0, x1, ("x0", "x1"))
     n_points = check_positive_int(n_points, "n_points", minimum=2)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -67,13 +67,14 @@ def geodesic(
     if a.shape[0] == 0:
         raise ValueError("x0 and x1 must hold at least one pair of points")
     same = (a == b).all(-1)  # coincident end points: the constant curve, distance exactly 0
-    path = _constant_paths(a, n_points, method)
-    if not bool(same.all()):
-        moving = (~same).nonzero().squeeze(-1)
-        with torch.no_grad():
-            solved = _solve(metric, a[moving], b[moving], n_points, method, max_iter, progress)
-        path = _scatter(path, moving, solved)
-        _warn_unconverged(path)
+    if bool(same.all()):
+        return _constant_paths(a, n_points, method).reshape(batch)
+    moving = (~same).nonzero().squeeze(-1)
+    with torch.no_grad():
+        path = _solve(metric, a[moving], b[moving], n_points, method, max_iter, progress)
+    if bool(same.any()):
+        path = _scatter(_constant_paths(a, n_points, method), moving, path)
+    _warn_unconverged(path)
     return path.reshape(batch)
 
 
@@ -224,18 +225,6 @@ def _initial_velocity(points: torch.Tensor) -> torch.Tensor:
     if points.shape[1] < 3:
         return (points[:, 1] - points[:, 0]) / h
     return (-3 * points[:, 0] + 4 * points[:, 1] - points[:, 2]) / (2 * h)
-
-
-def _validated_pair(metric: Metric, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(metric, Metric):
-        raise ValueError(f"metric must be a scoregeo Metric, got {type(metric).__name__}")
-    check_points(x0, metric.dim, "x0")
-    check_points(x1, metric.dim, "x1")
-    check_same_shape(x0, x1, "x0", "x1")
-    if x0.dtype != x1.dtype:
-        raise ValueError(f"x0 and x1 must have the same dtype, got {x0.dtype} and {x1.dtype}")
-    metric.check_solvable()
-    return torch.broadcast_tensors(x0, x1)
 
 
 def _warn_unconverged(path: Path) -> None:

@@ -53,7 +53,7 @@ def shoot(
         with a warning, when it drifted by more than 1e-6 (float64) or 1e-3
         (float32) relative, or the integration produced non-finite values.
     """
-    x, v = _validated_start(metric, x, v)
+    x, v = validated_points(metric, x, v, ("x", "v"))
     n_points = check_positive_int(n_points, "n_points", minimum=2)
     if not isinstance(t, (int, float)) or not t > 0 or t == float("inf"):
         raise ValueError(f"t must be a finite number > 0, got {t!r}")
@@ -158,16 +158,19 @@ def path_from_trajectory(metric: Metric, xs: torch.Tensor, vs: torch.Tensor, tim
     )
 
 
-def _validated_start(metric: Metric, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def validated_points(
+    metric: Metric, a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a metric and two (..., d) tensors named ``names`` for a solver; return them broadcast together."""
     if not isinstance(metric, Metric):
         raise ValueError(f"metric must be a scoregeo Metric, got {type(metric).__name__}")
-    check_points(x, metric.dim, "x")
-    check_points(v, metric.dim, "v")
-    check_same_shape(x, v, "x", "v")
-    if x.dtype != v.dtype:
-        raise ValueError(f"x and v must have the same dtype, got {x.dtype} and {v.dtype}")
+    check_points(a, metric.dim, names[0])
+    check_points(b, metric.dim, names[1])
+    check_same_shape(a, b, *names)
+    if a.dtype != b.dtype:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same dtype, got {a.dtype} and {b.dtype}")
     metric.check_solvable()
-    return torch.broadcast_tensors(x, v)
+    return torch.broadcast_tensors(a, b)
 
 
 _ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
