@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_positive_int
 from ..metrics import Metric
+from .collocation import CollocationResult, collocation_geodesic, metric_time_samples
 from .curves import curve_energy, curve_length
 from .energy import minimize_energy
 from .graph import graph_paths
@@ -16,9 +17,10 @@ from .ivp import integrate, path_from_trajectory, validated_points
 from .path import Path
 from .shooting import newton_shooting
 
-METHODS = ("auto", "energy", "shooting")
-_COARSE_POINTS = 24  # resolution of the energy minimisation that starts Newton shooting in "auto"
+METHODS = ("auto", "collocation", "energy", "shooting")
+_COARSE_POINTS = 24  # points of the start curves in "auto"
 _GRAPH_MAX_DIM = 3  # graph starts cover the space densely enough only in low dimension
+_COLLOCATION_MAX_DIM = 3  # the dense Newton matrices of collocation grow as (degree · d)²
 
 
 def geodesic(
@@ -38,18 +40,25 @@ def geodesic(
         n_points: samples along each returned path (>= 2).
         method:
             ``"auto"`` (default): the shortest geodesic, not just a local one.
-            Two starts per pair, the straight line and the shortest path through
-            a graph of random points with Riemannian edge lengths (d <= 3), are
-            each refined by discrete energy minimisation and then polished by
-            Newton shooting on the exponential map; the shortest converged
-            geodesic wins, and ``Path.n_local`` / ``Path.local_lengths`` report
-            the distinct local geodesics found.
+            In dimension d <= 3, two starts per pair, the straight line and the
+            shortest path through a graph of random points with Riemannian edge
+            lengths, are each refined by Chebyshev collocation; the shortest
+            converged geodesic wins, and ``Path.n_local`` / ``Path.local_lengths``
+            report the distinct local geodesics found. Pairs where neither start
+            converges, and every pair when d > 3, are solved from the straight
+            line by discrete energy minimisation followed by Newton shooting.
+            ``"collocation"``: Chebyshev spectral collocation alone from the
+            straight line (see :mod:`scoregeo.geodesics.collocation`); its
+            ``residual`` is the relative change of the length between the last
+            two polynomial degrees.
             ``"energy"``: discrete curve-energy minimisation alone from the
             straight line, with ``n_points`` points (second-order accurate in
             1/n_points); its ``residual`` is the relative energy gradient.
-            ``"shooting"``: Newton shooting alone from v = x1 − x0.
+            ``"shooting"``: Newton shooting alone from v = x1 − x0; its
+            ``residual`` is the Euclidean end-point miss.
         max_iter: iteration cap (energy: L-BFGS iterations, default 2000;
-            shooting: Newton iterations, default 40).
+            shooting: Newton iterations, default 40; unused by collocation,
+            which stops at polynomial degree 1024).
         progress: show a tqdm progress bar over the solver stages.
 
     Returns:
@@ -81,6 +90,8 @@ def geodesic(
 def _solve(metric, a, b, n_points, method, max_iter, progress) -> Path:
     if method == "energy":
         return _energy_path(metric, a, b, n_points, max_iter or 2000)
+    if method == "collocation":
+        return _collocation_path(metric, collocation_geodesic(metric, _straight_lines(a, b, 2)), n_points)
     if method == "shooting":
         with tqdm(total=1, desc="geodesic", disable=not progress, leave=False) as bar:
             return _shooting_path(metric, a, b, [b - a], n_points, max_iter or 40, bar)
@@ -175,20 +186,62 @@ def _shooting_path(metric, a, b, starts, n_points, max_iter, bar) -> Path:
 
 
 def _auto_path(metric, a, b, n_points, max_iter, progress) -> Path:
-    use_graph = metric.dim <= _GRAPH_MAX_DIM
-    with tqdm(total=4 if use_graph else 2, desc="geodesic", disable=not progress, leave=False) as bar:
-        starts = [_straight_lines(a, b, _COARSE_POINTS)]
-        if use_graph:
-            starts.append(graph_paths(metric, a, b, _COARSE_POINTS))
-            bar.update(1)
-        velocities = []
-        for curve in starts:
-            refined = minimize_energy(metric, curve, gtol=1e-4, max_iter=400).points
-            velocities.append(_initial_velocity(refined))
+    if metric.dim > _COLLOCATION_MAX_DIM:
+        return _energy_then_shooting(metric, a, b, n_points, max_iter, progress)
+    with tqdm(total=2, desc="geodesic", disable=not progress, leave=False) as bar:
+        starts = torch.stack([_straight_lines(a, b, _COARSE_POINTS), graph_paths(metric, a, b, _COARSE_POINTS)])
         bar.update(1)
-        path = _shooting_path(metric, a, b, velocities, n_points, max_iter, bar)
+        C, B = starts.shape[:2]
+        solved = collocation_geodesic(metric, starts.flatten(0, 1))
+        bar.update(1)
+    _, velocities, _ = metric_time_samples(metric, solved, 2)
+    lengths, converged = solved.length.reshape(C, B), solved.converged.reshape(C, B)
+    score = torch.where(converged, lengths, torch.inf)
+    best = torch.where(converged.any(0), score.argmin(0), solved.residual.reshape(C, B).argmin(0))
+    chosen = best * B + torch.arange(B, device=a.device)
+    path = _collocation_path(metric, _select(solved, chosen), n_points)
+    path.local_lengths, path.n_local = _distinct_local(velocities.reshape(C, B, -1), lengths, converged)
+    failed = (~path.converged).nonzero().squeeze(-1)
+    if failed.numel():  # a slower but independent route for the pairs collocation could not solve
+        path = _scatter(path, failed, _energy_then_shooting(metric, a[failed], b[failed], n_points, max_iter, progress))
     path.method = "auto"
     return path
+
+
+def _energy_then_shooting(metric, a, b, n_points, max_iter, progress) -> Path:
+    """Energy minimisation from the straight line, then Newton shooting from its initial velocity."""
+    with tqdm(total=2, desc="geodesic (shooting)", disable=not progress, leave=False) as bar:
+        curve = minimize_energy(metric, _straight_lines(a, b, _COARSE_POINTS), gtol=1e-4, max_iter=400).points
+        bar.update(1)
+        return _shooting_path(metric, a, b, [_initial_velocity(curve)], n_points, max_iter, bar)
+
+
+def _select(result: CollocationResult, index: torch.Tensor) -> CollocationResult:
+    return CollocationResult(
+        grid=result.grid,
+        values=result.values[index],
+        length=result.length[index],
+        converged=result.converged[index],
+        residual=result.residual[index],
+    )
+
+
+def _collocation_path(metric: Metric, result: CollocationResult, n_points: int) -> Path:
+    points, velocity, timing_error = metric_time_samples(metric, result, n_points)
+    length = result.length
+    return Path(
+        points=points,
+        times=torch.linspace(0, 1, n_points, dtype=points.dtype, device=points.device),
+        length=length,
+        energy=length**2,
+        converged=result.converged,
+        initial_velocity=velocity,
+        residual=result.residual,
+        speed_drift=timing_error,
+        method="collocation",
+        local_lengths=length.unsqueeze(-1).clone(),
+        n_local=torch.ones_like(length, dtype=torch.long),
+    )
 
 
 def _distinct_local(velocities, lengths, converged) -> tuple[torch.Tensor, torch.Tensor]:

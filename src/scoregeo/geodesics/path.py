@@ -22,11 +22,16 @@ class Path:
         converged: (...) bool; False means the solver did not meet its tolerance
             and the other fields are its best attempt (a warning was issued).
         initial_velocity: (..., d) ẋ(0).
-        residual: (...) boundary-value problems: Euclidean distance between the
-            end of the final shot and the target point; initial-value problems:
-            equal to ``speed_drift``.
-        speed_drift: (...) max over the samples of |⟨ẋ, ẋ⟩ − ⟨ẋ₀, ẋ₀⟩| / ⟨ẋ₀, ẋ₀⟩;
-            an exact geodesic has constant speed, so this measures integration error.
+        residual: (...) the solver's own error measure. Shooting: Euclidean
+            distance between the end of the final shot and the target point;
+            collocation: relative change of the length between the last two
+            polynomial degrees; energy: relative energy gradient;
+            initial-value problems: equal to ``speed_drift``.
+        speed_drift: (...) how far the samples are from constant speed. Shots:
+            max over the samples of |⟨ẋ, ẋ⟩ − ⟨ẋ₀, ẋ₀⟩| / ⟨ẋ₀, ẋ₀⟩ (an exact
+            geodesic has constant speed, so this measures integration error);
+            collocation: max relative error of the samples' arc-length positions;
+            energy: spread of the segments' speeds.
         local_lengths: (..., m) lengths of the distinct local geodesics a
             boundary-value solve found between the same end points, shortest
             first, NaN-padded (``None`` for initial-value problems).
