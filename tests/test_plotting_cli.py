@@ -191,14 +191,6 @@ def test_parser_structure_allows_more_commands():
     assert args.command == "demo" and args.out == "x" and args.no_progress
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known failure, issue 3 stays open: the λ = 10 mixture geodesic of the demo stops at an end-point "
-        "residual of 3.8e-6 (tolerance ~1e-6) and the demo takes minutes, not < 60 s; strict, so it fails "
-        "the suite once fixed and must then lose this mark"
-    ),
-)
 def test_demo_end_to_end(tmp_path):
     """The slow one: the whole demo in a fresh process, as `make demo` runs it."""
     out = tmp_path / "out"

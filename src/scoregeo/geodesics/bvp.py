@@ -188,24 +188,42 @@ def _shooting_path(metric, a, b, starts, n_points, max_iter, bar) -> Path:
 def _auto_path(metric, a, b, n_points, max_iter, progress) -> Path:
     if metric.dim > _COLLOCATION_MAX_DIM:
         return _energy_then_shooting(metric, a, b, n_points, max_iter, progress)
-    with tqdm(total=2, desc="geodesic", disable=not progress, leave=False) as bar:
+    with tqdm(total=3, desc="geodesic", disable=not progress, leave=False) as bar:
         starts = torch.stack([_straight_lines(a, b, _COARSE_POINTS), graph_paths(metric, a, b, _COARSE_POINTS)])
         bar.update(1)
-        C, B = starts.shape[:2]
-        solved = collocation_geodesic(metric, starts.flatten(0, 1))
+        path = _best_collocation(metric, starts, n_points)
         bar.update(1)
+        failed = (~path.converged).nonzero().squeeze(-1)
+        if failed.numel():
+            path = _scatter(path, failed, _best_collocation(metric, _second_starts(metric, a[failed], b[failed]), n_points))
+        bar.update(1)
+    path.method = "auto"
+    return path
+
+
+def _best_collocation(metric: Metric, starts: torch.Tensor, n_points: int) -> Path:
+    """Collocation from C start curves per pair, (C, B, m, d); the shortest converged geodesic of each pair."""
+    C, B = starts.shape[:2]
+    solved = collocation_geodesic(metric, starts.flatten(0, 1))
     _, velocities, _ = metric_time_samples(metric, solved, 2)
     lengths, converged = solved.length.reshape(C, B), solved.converged.reshape(C, B)
     score = torch.where(converged, lengths, torch.inf)
     best = torch.where(converged.any(0), score.argmin(0), solved.residual.reshape(C, B).argmin(0))
-    chosen = best * B + torch.arange(B, device=a.device)
-    path = _collocation_path(metric, _select(solved, chosen), n_points)
+    path = _collocation_path(metric, _select(solved, best * B + torch.arange(B, device=starts.device)), n_points)
     path.local_lengths, path.n_local = _distinct_local(velocities.reshape(C, B, -1), lengths, converged)
-    failed = (~path.converged).nonzero().squeeze(-1)
-    if failed.numel():  # a slower but independent route for the pairs collocation could not solve
-        path = _scatter(path, failed, _energy_then_shooting(metric, a[failed], b[failed], n_points, max_iter, progress))
-    path.method = "auto"
     return path
+
+
+def _second_starts(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Starts (2, B, m, d) for pairs the first starts did not solve.
+
+    The straight line smoothed by discrete energy minimisation, and a graph
+    path from a graph of fresh random points around each pair alone (denser
+    than the shared graph of the whole batch).
+    """
+    line = minimize_energy(metric, _straight_lines(a, b, _COARSE_POINTS), gtol=1e-4, max_iter=400).points
+    graph = torch.cat([graph_paths(metric, a[i : i + 1], b[i : i + 1], _COARSE_POINTS, seed=1) for i in range(len(a))])
+    return torch.stack([line, graph])
 
 
 def _energy_then_shooting(metric, a, b, n_points, max_iter, progress) -> Path:
