@@ -149,7 +149,9 @@ def test_auto_finds_the_shorter_of_two_local_geodesics():
     assert bool(best.converged.all()) and bool(line.converged.all())
     assert float(best.length) < float(line.length) * (1 - 1e-2)
     assert int(best.n_local) == 2
-    torch.testing.assert_close(best.local_lengths[0], torch.cat([best.length, line.length]), rtol=1e-7, atol=0)
+    found = best.local_lengths[0]
+    torch.testing.assert_close(found[:2], torch.cat([best.length, line.length]), rtol=1e-7, atol=0)
+    assert bool(found[2:].isnan().all())  # NaN padding after the distinct geodesics
     # both are geodesics: shooting each one's initial velocity lands on x1
     for path in (best, line):
         end = sg.exp_map(metric, x0, path.initial_velocity)
@@ -197,6 +199,21 @@ def test_batched_shapes_and_float32():
     assert path.points.shape == (2, 3, 10, 2) and path.points.dtype == torch.float32
     assert path.length.shape == (2, 3) and path.converged.shape == (2, 3)
     torch.testing.assert_close(path.length, half_plane_distance(x0, x1).float(), rtol=1e-4, atol=0)
+
+
+def test_float32_geodesics_on_a_curved_score_metric_match_float64():
+    pairs = (
+        torch.tensor([[-1.4, 0.3], [0.4, -0.5], [1.03, -0.53]], dtype=DTYPE),
+        torch.tensor([[-0.6, 0.6], [1.1, 0.6], [0.96, 0.10]], dtype=DTYPE),
+    )
+    lengths = {}
+    for dtype in (torch.float64, torch.float32):
+        mixture = sg.GaussianMixture(two_modes().means.to(dtype), 0.25 * torch.eye(2, dtype=dtype))
+        path = sg.geodesic(sg.ScoreMetric(mixture.score, 2, lam=10.0), *(p.to(dtype) for p in pairs))
+        assert path.length.dtype == dtype and bool(path.converged.all())
+        lengths[dtype] = path.length.double()
+    # float32 collocation stops when two degrees agree to 1e-4; measured errors are ~1e-6
+    torch.testing.assert_close(lengths[torch.float32], lengths[torch.float64], rtol=1e-4, atol=0)
 
 
 def test_curve_length_and_energy_of_a_straight_segment():

@@ -20,6 +20,7 @@ from .shooting import newton_shooting
 METHODS = ("auto", "collocation", "energy", "shooting")
 _COARSE_POINTS = 24  # points of the start curves in "auto"
 _GRAPH_MAX_DIM = 3  # graph starts cover the space densely enough only in low dimension
+_BOW = 0.3  # sideways bulge of the bowed starts, relative to |x1 − x0|
 _COLLOCATION_MAX_DIM = 3  # the dense Newton matrices of collocation grow as (degree · d)²
 
 
@@ -40,9 +41,10 @@ def geodesic(
         n_points: samples along each returned path (>= 2).
         method:
             ``"auto"`` (default): the shortest geodesic, not just a local one.
-            In dimension d <= 3, two starts per pair, the straight line and the
-            shortest path through a graph of random points with Riemannian edge
-            lengths, are each refined by Chebyshev collocation; the shortest
+            In dimension d <= 3, four starts per pair, the straight line,
+            two arcs bowed to either side of it, and the shortest path through
+            a graph of random points with Riemannian edge lengths, are each
+            refined by Chebyshev collocation; the shortest
             converged geodesic wins, and ``Path.n_local`` / ``Path.local_lengths``
             report the distinct local geodesics found. Pairs where neither start
             converges, and every pair when d > 3, are solved from the straight
@@ -189,7 +191,7 @@ def _auto_path(metric, a, b, n_points, max_iter, progress) -> Path:
     if metric.dim > _COLLOCATION_MAX_DIM:
         return _energy_then_shooting(metric, a, b, n_points, max_iter, progress)
     with tqdm(total=3, desc="geodesic", disable=not progress, leave=False) as bar:
-        starts = torch.stack([_straight_lines(a, b, _COARSE_POINTS), graph_paths(metric, a, b, _COARSE_POINTS)])
+        starts = _first_starts(metric, a, b)
         bar.update(1)
         path = _best_collocation(metric, starts, n_points)
         bar.update(1)
@@ -212,6 +214,18 @@ def _best_collocation(metric: Metric, starts: torch.Tensor, n_points: int) -> Pa
     path = _collocation_path(metric, _select(solved, best * B + torch.arange(B, device=starts.device)), n_points)
     path.local_lengths, path.n_local = _distinct_local(velocities.reshape(C, B, -1), lengths, converged)
     return path
+
+
+def _first_starts(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Starts (C, B, m, d): the straight line and, when d >= 2, a graph path and two bowed arcs.
+
+    (In one dimension the segment is the only curve between two points.)
+    """
+    line = _straight_lines(a, b, _COARSE_POINTS)
+    if metric.dim == 1:
+        return line.unsqueeze(0)
+    bows = [_bowed_lines(a, b, _COARSE_POINTS, bend) for bend in (_BOW, -_BOW)]
+    return torch.stack([line, graph_paths(metric, a, b, _COARSE_POINTS), *bows])
 
 
 def _second_starts(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -288,6 +302,20 @@ def _distinct_local(velocities, lengths, converged) -> tuple[torch.Tensor, torch
 def _straight_lines(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
     t = torch.linspace(0, 1, n, dtype=a.dtype, device=a.device)[:, None]
     return a[:, None] + t * (b - a)[:, None]
+
+
+def _bowed_lines(a: torch.Tensor, b: torch.Tensor, n: int, bend: float) -> torch.Tensor:
+    """Parabolic arcs (B, n, d) from a to b bulging sideways by ``bend`` · |b − a| at the middle.
+
+    The side is the chord turned by 90° in the plane of the first two
+    coordinates; a bowed start on either side of a mode reaches the geodesic
+    that passes on that side.
+    """
+    chord = b - a
+    side = torch.zeros_like(chord)
+    side[:, 0], side[:, 1] = -chord[:, 1], chord[:, 0]
+    t = torch.linspace(0, 1, n, dtype=a.dtype, device=a.device)[:, None]
+    return _straight_lines(a, b, n) + (4 * bend * t * (1 - t)) * side[:, None]
 
 
 def _initial_velocity(points: torch.Tensor) -> torch.Tensor:
