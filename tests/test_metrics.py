@@ -139,6 +139,28 @@ def test_generic_acceleration_broadcasts_one_point_against_many_velocities():
     torch.testing.assert_close(metric.acceleration(x, v), contract(metric.christoffel(x), v), rtol=1e-10, atol=1e-10)
 
 
+@pytest.fixture
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_generic_acceleration_of_a_conformal_metric_in_high_dimension(two_threads):
+    """G = (1 + |x|²) I = e^{2φ} I with φ = ½ log(1 + |x|²): ẍ = |v|² ∇φ − 2 (∇φ·v) v.
+
+    d = 160 on two threads is where torch 2.13's batched CPU LU corrupts its
+    pivots; the metric's solve must not depend on it.
+    """
+    d = 160
+    metric = sg.MatrixMetric(lambda x: (1 + (x * x).sum(-1))[..., None, None] * torch.eye(d, dtype=x.dtype), d)
+    x, v = 0.3 * points(8, d, seed=7), points(8, d, seed=8)
+    grad_phi = x / (1 + (x * x).sum(-1, keepdim=True))
+    expected = (v * v).sum(-1, keepdim=True) * grad_phi - 2 * (grad_phi * v).sum(-1, keepdim=True) * v
+    torch.testing.assert_close(metric.acceleration(x, v), expected, rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------------------------ score metric
 @pytest.mark.parametrize(("alpha", "lam"), ALPHA_LAM)
 def test_score_metric_acceleration_matches_dense_christoffel_for_an_exact_score(mixture, alpha, lam):

@@ -278,7 +278,7 @@ def metric_time_samples(
     speed = metric._inner(values, velocity, velocity).clamp_min(0).sqrt()  # (B, N+1)
     # arc length at the nodes: the polynomial S with S(0) = 0 and S′ = speed at nodes 1 … N
     arc = torch.zeros_like(speed)
-    arc[:, 1:] = torch.linalg.solve(grid.diff[1:, 1:], speed[:, 1:].unsqueeze(-1)).squeeze(-1)
+    arc[:, 1:] = torch.linalg.solve(grid.diff[1:, 1:], speed[:, 1:].T).T  # one matrix, B right-hand sides
     total = arc[:, -1:]
     goal = torch.linspace(0, 1, n_points, dtype=values.dtype, device=values.device) * total  # (B, n)
     # start from piecewise-linear inversion, then Newton on the interpolant (S′ = speed > 0)

@@ -143,10 +143,13 @@ def cholesky_checked(G: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def solve_spd(G: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Solve G y = b for symmetric positive-definite G (..., d, d), b (..., d).
 
-    Positive-definiteness is checked by a Cholesky factorisation, but the solve
-    itself uses ``torch.linalg.solve``: in torch 2.13 the forward-mode derivative
-    of ``cholesky_solve`` is wrong for non-diagonal factors (pytorch#196694), and
-    the geodesic solvers take JVPs through this function.
+    Positive-definiteness is checked by a Cholesky factorisation G = L Lᵀ, then
+    two triangular solves. Not ``cholesky_solve``: in torch 2.13 its
+    forward-mode derivative is wrong for non-diagonal factors (pytorch#196694),
+    and the geodesic solvers take JVPs through this function. Not
+    ``torch.linalg.solve`` either: torch 2.13's batched CPU LU corrupts its
+    pivots for d above 128 when it runs on several threads.
     """
-    cholesky_checked(G, x)
-    return torch.linalg.solve(G, b.unsqueeze(-1)).squeeze(-1)
+    L = cholesky_checked(G, x)
+    y = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False)
+    return torch.linalg.solve_triangular(L.mT, y, upper=True).squeeze(-1)
