@@ -206,7 +206,8 @@ def _auto_path(metric, a, b, n_points, max_iter, progress) -> Path:
 def _best_collocation(metric: Metric, starts: torch.Tensor, n_points: int) -> Path:
     """Collocation from C start curves per pair, (C, B, m, d); the shortest converged geodesic of each pair."""
     C, B = starts.shape[:2]
-    solved = collocation_geodesic(metric, starts.flatten(0, 1))
+    groups = torch.arange(B, device=starts.device).repeat(C)
+    solved = collocation_geodesic(metric, starts.flatten(0, 1), groups=groups)
     _, velocities, _ = metric_time_samples(metric, solved, 2)
     lengths, converged = solved.length.reshape(C, B), solved.converged.reshape(C, B)
     score = torch.where(converged, lengths, torch.inf)

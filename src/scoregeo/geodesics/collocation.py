@@ -64,6 +64,7 @@ def collocation_geodesic(
     starts: torch.Tensor,
     rtol: float | None = None,
     max_order: int = 1024,
+    groups: torch.Tensor | None = None,
 ) -> CollocationResult:
     """Refine initial curves (B, m, d), polylines from x0 to x1, into geodesics.
 
@@ -76,6 +77,12 @@ def collocation_geodesic(
             λ = 10 mixture score metric, rtol = 1e-6 gave errors below 2e-8
             against solves at rtol = 1e-11).
         max_order: largest polynomial degree tried.
+        groups: (B,) integer labels of curves that join the same end points
+            (several starts per pair). Once a curve of a group has converged,
+            the group's unconverged curves stop there (unconverged) when they
+            are longer by more than ten times their own last length change,
+            or more than twice as long: refining them will not make them the
+            shortest.
     """
     dtype, device = starts.dtype, starts.device
     rtol = (1e-7 if dtype == torch.float64 else 1e-4) if rtol is None else rtol
@@ -95,10 +102,12 @@ def collocation_geodesic(
         change = (new_length - length[active]).abs() / new_length.abs().clamp_min(torch.finfo(dtype).tiny)
         done = ok & newton_ok[active] & (change <= rtol)
         failures[active] = torch.where(ok, 0, failures[active] + 1)
-        stop = done | (failures[active] >= _MAX_FAILED_LEVELS)
         residual[active] = torch.where(ok, change, torch.full_like(change, float("inf")))
         length[active], newton_ok[active] = new_length, ok
         converged[active[done]] = True
+        stop = done | (failures[active] >= _MAX_FAILED_LEVELS)
+        if groups is not None:
+            stop |= _outrun(length, residual, converged, groups, active) & ~done
         if 2 * grid.order > max_order or bool(stop.all()):
             finished.append((active, grid, solved))
             break
@@ -111,6 +120,22 @@ def collocation_geodesic(
     for pairs, pair_grid, pair_values in finished:
         values[pairs] = pair_values if pair_grid is top else interpolate(pair_grid, pair_values, top.nodes)
     return CollocationResult(grid=top, values=values, length=length, converged=converged, residual=residual)
+
+
+def _outrun(length, change, converged, groups, active) -> torch.Tensor:
+    """(len(active),) active curves whose group has a converged curve shorter than they can become.
+
+    ``change``: each curve's relative length change at its last doubling (inf
+    after a failed Newton solve, which never counts as outrun; NaN lengths do).
+    """
+    shortest = torch.full((int(groups.max()) + 1,), float("inf"), dtype=length.dtype, device=length.device)
+    shortest = shortest.scatter_reduce(0, groups[converged], length[converged], reduce="amin")
+    bound = shortest[groups[active]]
+    mine = length[active]
+    # a curve's length moves by about its last change per doubling and converges fast: ten times that is a
+    # wide margin; and no refinement halves a length (curves that cross a singularity grow without bound)
+    floor = mine * (1 - 10 * change[active]).clamp(min=0.5)
+    return torch.isfinite(bound) & ~(floor <= bound * (1 + 1e-6))
 
 
 def _pin_ends(values: torch.Tensor, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
