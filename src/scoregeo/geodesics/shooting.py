@@ -73,7 +73,7 @@ def newton_shooting(
         rtol = tight_rtol if force_tight else min(max(1e-3 * worst, tight_rtol), 1e-5)
         try:
             shot = _shoot_end(metric, x0[idx], v[idx], times, rtol, rtol * tight_atol / tight_rtol, method, refresh)
-        except (AssertionError, RuntimeError):  # a trial velocity made the shot blow up
+        except (AssertionError, RuntimeError, ValueError):  # a trial shot blew up or left the metric's domain
             v[idx] = 0.5 * (v[idx] + v_prev[idx])
             refresh = True
             continue
