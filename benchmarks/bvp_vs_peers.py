@@ -48,6 +48,7 @@ os.environ.setdefault("GEOMSTATS_BACKEND", "pytorch")  # must precede any geomst
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -65,6 +66,7 @@ DTYPE = torch.float64
 LAM, ALPHA = 10.0, 1.0
 REF_POINTS = 257  # resolution of the scoregeo reference solve
 WRONG_LOCAL_TOL = 0.01
+PAIR_TIMEOUT = 60  # seconds a peer may spend on one pair before it counts as failed (SIGALRM)
 SHOOT_MISS_TOL = 1e-3  # geomstats shooting: end-point miss, relative to |x1 - x0|, counted as failure
 
 # (b): three isotropic components; documented here, printed by the script.
@@ -356,16 +358,29 @@ class Result:
     notes: list = field(default_factory=list)
 
 
+class PairTimeout(Exception):
+    """A peer solver spent more than PAIR_TIMEOUT seconds on one pair."""
+
+
+def _on_alarm(signum, frame):
+    raise PairTimeout(f"more than {PAIR_TIMEOUT} s on one pair")
+
+
 def run_per_pair(name, prob, solve_one) -> Result:
-    """Call solve_one(x0, x1) -> (dist, ok) per pair; exceptions count as failures."""
+    """Call solve_one(x0, x1) -> (dist, ok) per pair; exceptions and timeouts count as failures."""
     n = len(prob.x0)
     dist = torch.full((n,), float("nan"), dtype=DTYPE)
     failed = torch.zeros(n, dtype=torch.bool)
     notes = []
+    signal.signal(signal.SIGALRM, _on_alarm)
     t0 = time.perf_counter()
     for i in range(n):
         try:
-            d, ok = solve_one(prob.x0[i], prob.x1[i])
+            signal.alarm(PAIR_TIMEOUT)
+            try:
+                d, ok = solve_one(prob.x0[i], prob.x1[i])
+            finally:
+                signal.alarm(0)
             dist[i] = float(d)
             failed[i] = not ok
         except Exception as exc:  # noqa: BLE001 - a failure of the solver under test

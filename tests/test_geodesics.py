@@ -148,10 +148,13 @@ def test_auto_finds_the_shorter_of_two_local_geodesics():
     line = sg.geodesic(metric, x0, x1, method="collocation")
     assert bool(best.converged.all()) and bool(line.converged.all())
     assert float(best.length) < float(line.length) * (1 - 1e-2)
-    assert int(best.n_local) == 2
+    n_local = int(best.n_local)
+    assert n_local >= 2
     found = best.local_lengths[0]
-    torch.testing.assert_close(found[:2], torch.cat([best.length, line.length]), rtol=1e-7, atol=0)
-    assert bool(found[2:].isnan().all())  # NaN padding after the distinct geodesics
+    assert bool(found[n_local:].isnan().all()) and bool(found[:n_local].isfinite().all())  # NaN padded
+    assert bool((found[1:n_local] > found[: n_local - 1]).all())  # distinct, shortest first
+    assert float(found[0]) == float(best.length)
+    assert float(((found[:n_local] - line.length) / line.length).abs().min()) < 1e-7  # the line's is among them
     # both are geodesics: shooting each one's initial velocity lands on x1
     for path in (best, line):
         end = sg.exp_map(metric, x0, path.initial_velocity)

@@ -20,7 +20,7 @@ from .shooting import newton_shooting
 METHODS = ("auto", "collocation", "energy", "shooting")
 _COARSE_POINTS = 24  # points of the start curves in "auto"
 _GRAPH_MAX_DIM = 3  # graph starts cover the space densely enough only in low dimension
-_BOW = 0.3  # sideways bulge of the bowed starts, relative to |x1 − x0|
+_BOWS = (0.4, 1.2)  # sideways bulges of the bowed starts, relative to |x1 − x0|
 _COLLOCATION_MAX_DIM = 3  # the dense Newton matrices of collocation grow as (degree · d)²
 
 
@@ -41,8 +41,9 @@ def geodesic(
         n_points: samples along each returned path (>= 2).
         method:
             ``"auto"`` (default): the shortest geodesic, not just a local one.
-            In dimension d <= 3, four starts per pair, the straight line,
-            two arcs bowed to either side of it, and the shortest path through
+            In dimension d <= 3, six starts per pair, the straight line,
+            four arcs bowed to either side of it (by 0.4 and 1.2 times the
+            distance of the end points), and the shortest path through
             a graph of random points with Riemannian edge lengths, are each
             refined by Chebyshev collocation; the shortest
             converged geodesic wins, and ``Path.n_local`` / ``Path.local_lengths``
@@ -218,14 +219,14 @@ def _best_collocation(metric: Metric, starts: torch.Tensor, n_points: int) -> Pa
 
 
 def _first_starts(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Starts (C, B, m, d): the straight line and, when d >= 2, a graph path and two bowed arcs.
+    """Starts (C, B, m, d): the straight line and, when d >= 2, a graph path and four bowed arcs.
 
     (In one dimension the segment is the only curve between two points.)
     """
     line = _straight_lines(a, b, _COARSE_POINTS)
     if metric.dim == 1:
         return line.unsqueeze(0)
-    bows = [_bowed_lines(a, b, _COARSE_POINTS, bend) for bend in (_BOW, -_BOW)]
+    bows = [_bowed_lines(a, b, _COARSE_POINTS, side * bend) for bend in _BOWS for side in (1, -1)]
     return torch.stack([line, graph_paths(metric, a, b, _COARSE_POINTS), *bows])
 
 
