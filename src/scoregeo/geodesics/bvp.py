@@ -19,7 +19,6 @@ from .shooting import newton_shooting
 
 METHODS = ("auto", "collocation", "energy", "shooting")
 _COARSE_POINTS = 24  # points of the start curves in "auto"
-_GRAPH_MAX_DIM = 3  # graph starts cover the space densely enough only in low dimension
 _BOWS = (0.4, 1.2)  # sideways bulges of the bowed starts, relative to |x1 − x0|
 _COLLOCATION_MAX_DIM = 3  # the dense Newton matrices of collocation grow as (degree · d)²
 

@@ -32,7 +32,7 @@ from torch.func import jvp
 from ..metrics import Metric
 from .chebyshev import ChebyshevGrid, chebyshev_grid, interpolate, resample_polylines
 
-FIRST_ORDER = 32  # polynomial degree of the first solve
+_FIRST_ORDER = 32  # polynomial degree of the first solve
 _NEWTON_MAX_ITER = 20
 _MAX_FAILED_LEVELS = 3  # Newton failures at successive degrees before a curve is given up
 _LINE_SEARCH_STEPS = 12
@@ -87,7 +87,7 @@ def collocation_geodesic(
     dtype, device = starts.dtype, starts.device
     rtol = (1e-7 if dtype == torch.float64 else 1e-4) if rtol is None else rtol
     B = starts.shape[0]
-    grid = chebyshev_grid(FIRST_ORDER, dtype, device)
+    grid = chebyshev_grid(_FIRST_ORDER, dtype, device)
     values = _pin_ends(resample_polylines(starts, grid.nodes), starts[:, 0], starts[:, -1])
     length = torch.full((B,), float("nan"), dtype=dtype, device=device)
     residual = torch.full((B,), float("inf"), dtype=dtype, device=device)
