@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_positive_int
 from ..metrics import Metric
-from .collocation import CollocationResult, collocation_geodesic, metric_time_samples
+from .collocation import CollocationResult, collocation_geodesic, initial_velocity, metric_time_samples
 from .curves import curve_energy, curve_length
 from .energy import minimize_energy
 from .graph import graph_paths
@@ -46,9 +46,11 @@ def geodesic(
             a graph of random points with Riemannian edge lengths, are each
             refined by Chebyshev collocation; the shortest
             converged geodesic wins, and ``Path.n_local`` / ``Path.local_lengths``
-            report the distinct local geodesics found. Pairs where neither start
-            converges, and every pair when d > 3, are solved from the straight
-            line by discrete energy minimisation followed by Newton shooting.
+            report the distinct local geodesics found. Pairs no start solves
+            get two more starts (the straight line relaxed by energy
+            minimisation, a graph path from a denser graph around the pair).
+            When d > 3, every pair is solved from the straight line by discrete
+            energy minimisation followed by Newton shooting.
             ``"collocation"``: Chebyshev spectral collocation alone from the
             straight line (see :mod:`scoregeo.geodesics.collocation`); its
             ``residual`` is the relative change of the length between the last
@@ -208,7 +210,7 @@ def _best_collocation(metric: Metric, starts: torch.Tensor, n_points: int) -> Pa
     C, B = starts.shape[:2]
     groups = torch.arange(B, device=starts.device).repeat(C)
     solved = collocation_geodesic(metric, starts.flatten(0, 1), groups=groups)
-    _, velocities, _ = metric_time_samples(metric, solved, 2)
+    velocities = initial_velocity(metric, solved)
     lengths, converged = solved.length.reshape(C, B), solved.converged.reshape(C, B)
     score = torch.where(converged, lengths, torch.inf)
     best = torch.where(converged.any(0), score.argmin(0), solved.residual.reshape(C, B).argmin(0))
@@ -236,7 +238,7 @@ def _second_starts(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Te
     path from a graph of fresh random points around each pair alone (denser
     than the shared graph of the whole batch).
     """
-    line = minimize_energy(metric, _straight_lines(a, b, _COARSE_POINTS), gtol=1e-4, max_iter=400).points
+    line = _smoothed_line(metric, a, b)
     graph = torch.cat([graph_paths(metric, a[i : i + 1], b[i : i + 1], _COARSE_POINTS, seed=1) for i in range(len(a))])
     return torch.stack([line, graph])
 
@@ -244,9 +246,14 @@ def _second_starts(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Te
 def _energy_then_shooting(metric, a, b, n_points, max_iter, progress) -> Path:
     """Energy minimisation from the straight line, then Newton shooting from its initial velocity."""
     with tqdm(total=2, desc="geodesic (shooting)", disable=not progress, leave=False) as bar:
-        curve = minimize_energy(metric, _straight_lines(a, b, _COARSE_POINTS), gtol=1e-4, max_iter=400).points
+        curve = _smoothed_line(metric, a, b)
         bar.update(1)
         return _shooting_path(metric, a, b, [_initial_velocity(curve)], n_points, max_iter, bar)
+
+
+def _smoothed_line(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The straight line (B, m, d) relaxed by a loose discrete-energy minimisation: a start, not a solution."""
+    return minimize_energy(metric, _straight_lines(a, b, _COARSE_POINTS), gtol=1e-4, max_iter=400).points
 
 
 def _select(result: CollocationResult, index: torch.Tensor) -> CollocationResult:

@@ -287,6 +287,13 @@ def _length(metric: Metric, grid: ChebyshevGrid, values: torch.Tensor) -> torch.
     return speed @ grid.weights
 
 
+def initial_velocity(metric: Metric, result: CollocationResult) -> torch.Tensor:
+    """ẋ(0) (B, d) of the solved curves in metric time t ∈ [0, 1]: x′(0) rescaled to metric norm = length."""
+    tangent = result.grid.diff[0] @ result.values  # x′ at τ = 0
+    speed = metric._inner(result.values[:, 0], tangent, tangent).clamp_min(0).sqrt()
+    return tangent * (result.length / speed).unsqueeze(-1)
+
+
 def metric_time_samples(
     metric: Metric, result: CollocationResult, n_points: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -298,7 +305,7 @@ def metric_time_samples(
         timing_error: (B,) max_k |S(τ_k) − t_k L| / L, how far the samples are
             from equal arc length (S: metric arc length up to the parameter τ).
     """
-    grid, values, length = result.grid, result.values, result.length
+    grid, values = result.grid, result.values
     velocity = grid.diff @ values
     speed = metric._inner(values, velocity, velocity).clamp_min(0).sqrt()  # (B, N+1)
     # arc length at the nodes: the polynomial S with S(0) = 0 and S′ = speed at nodes 1 … N
@@ -319,5 +326,4 @@ def metric_time_samples(
     timing_error = ((interpolate(grid, arc.unsqueeze(-1), tau)[..., 0] - goal).abs().amax(-1) / total[:, 0])
     points = interpolate(grid, values, tau)
     points[:, 0], points[:, -1] = values[:, 0], values[:, -1]
-    initial_velocity = velocity[:, 0] * (length / speed[:, 0]).unsqueeze(-1)
-    return points, initial_velocity, timing_error
+    return points, initial_velocity(metric, result), timing_error
