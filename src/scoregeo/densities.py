@@ -129,6 +129,41 @@ class GaussianMixture:
         comp_scores = -(self.precisions.to(x) @ diff.unsqueeze(-1)).squeeze(-1)
         return (resp.unsqueeze(-1) * comp_scores).sum(-2)
 
+    def noisy(self, sigma: float, mean_coef: float = 1.0) -> "GaussianMixture":
+        """The law of m·X + σ·Z (X from this mixture, Z ~ N(0, I)): means m μ_k, covariances m² Σ_k + σ² I.
+
+        This is the marginal p_t of a diffusion SDE with kernel N(m x, σ² I), so its
+        ``score`` is the exact target of (denoising) score matching at that noise level.
+        """
+        sigma, mean_coef = float(sigma), float(mean_coef)
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+        if not (math.isfinite(mean_coef) and mean_coef > 0):
+            raise ValueError(f"mean_coef must be a finite number > 0, got {mean_coef!r}")
+        eye = torch.eye(self.dim, dtype=self.means.dtype, device=self.means.device)
+        return GaussianMixture(mean_coef * self.means, mean_coef**2 * self.covs + sigma**2 * eye, self.weights)
+
+    def noisy_score(self, x: torch.Tensor, sigma: torch.Tensor, mean_coef: torch.Tensor | float = 1.0) -> torch.Tensor:
+        """Score at x (..., d) of the law of m·X + σ·Z, with σ and m per point (shape (...) or scalars).
+
+        The per-point version of ``noisy(σ, m).score(x)``: what a noise-conditional
+        score network s(x, σ) should learn; it forms one d×d Cholesky factor per
+        point and component, so it is meant for small d (tests, benchmarks).
+        """
+        check_points(x, self.dim, "x")
+        batch = x.shape[:-1]
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(batch)
+        m = torch.as_tensor(mean_coef, dtype=x.dtype, device=x.device).expand(batch)
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        m2 = (m**2)[..., None, None, None]
+        covs = m2 * self.covs.to(x) + (sigma**2)[..., None, None, None] * eye  # (..., K, d, d)
+        diff = x.unsqueeze(-2) - m[..., None, None] * self.means.to(x)  # (..., K, d)
+        tril = torch.linalg.cholesky(covs)
+        z = torch.linalg.solve_triangular(tril, diff.unsqueeze(-1), upper=False)
+        logp = self.weights.to(x).log() - tril.diagonal(dim1=-2, dim2=-1).log().sum(-1) - 0.5 * (z**2).sum((-2, -1))
+        comp_scores = -torch.cholesky_solve(diff.unsqueeze(-1), tril).squeeze(-1)
+        return (torch.softmax(logp, dim=-1).unsqueeze(-1) * comp_scores).sum(-2)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw n samples, shape (n, d)."""
         check_positive_int(n, "n")
