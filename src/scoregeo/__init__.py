@@ -7,8 +7,8 @@ from .curvature import gaussian_curvature, scalar_curvature
 from .densities import Gaussian, GaussianMixture
 from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, log_map, shoot
 from .metrics import Euclidean, FisherRaoMetric, MatrixMetric, Metric, ScoreMetric
-from .scores import score_of
-from . import fisher_rao
+from .scores import CheckpointError, ScoreModel, score_of, train_score
+from . import datasets, evaluation, fisher_rao
 
 __version__ = "0.1.0"
 
@@ -16,6 +16,9 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "score_of",
+    "train_score",
+    "ScoreModel",
+    "CheckpointError",
     "Metric",
     "Euclidean",
     "MatrixMetric",
@@ -32,4 +35,6 @@ __all__ = [
     "scalar_curvature",
     "gaussian_curvature",
     "fisher_rao",
+    "datasets",
+    "evaluation",
 ]

@@ -18,11 +18,9 @@ speed drift) atomically into the output directory, and returns the report.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -33,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, plotting
+from ._io import atomic_write
 from .densities import Gaussian, GaussianMixture
 from .geodesics import geodesic, shoot
 from .metrics import ScoreMetric
@@ -249,22 +248,6 @@ def _figure(scene_list: list[Scene], solved: list[dict[str, Any]]):
     return fig
 
 
-# ---------------------------------------------------------------------------- files
-def _atomic_write(path: FsPath, write: Callable[[Any], None], binary: bool) -> None:
-    """Write to a temporary file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 # ----------------------------------------------------------------------------- run
 def run(out_dir: str | os.PathLike = "demo-out", progress: bool = True, threads: int | None = 1) -> dict[str, Any]:
     """Run the demo; write ``demo.png`` and ``demo.json`` into ``out_dir``; return the JSON report.
@@ -291,7 +274,7 @@ def run(out_dir: str | os.PathLike = "demo-out", progress: bool = True, threads:
             solved.append(_solve_scene(scene, step))
         fig = _figure(scene_list, solved)
         png = out / "demo.png"
-        _atomic_write(png, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
+        atomic_write(png, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
         step("figure")
 
     records = {scene.key: result["record"] for scene, result in zip(scene_list, solved)}
@@ -315,7 +298,7 @@ def run(out_dir: str | os.PathLike = "demo-out", progress: bool = True, threads:
         "seconds": round(time.perf_counter() - start, 2),
         "files": {"figure": str(png.name), "report": "demo.json"},
     }
-    _atomic_write(out / "demo.json", lambda fh: json.dump(report, fh, indent=2, ensure_ascii=False), binary=False)
+    atomic_write(out / "demo.json", lambda fh: json.dump(report, fh, indent=2, ensure_ascii=False), binary=False)
     return report
 
 

@@ -1,0 +1,230 @@
+"""``ScoreModel``: a trained score network with its noise model, ready for metrics and samplers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_state_into,
+    read_config,
+    read_tensors,
+    write_config,
+    write_tensors,
+)
+from .networks import build_network, network_config
+from .objectives import geometric_sigmas
+from .parameterization import check_parameterization, output_to_score
+from .sde import SDE, VESDE, VPSDE
+
+NOISE_FREE_METHODS = ("exact", "sliced", "sliced_vr")
+NOISE_CONDITIONAL_METHODS = ("dsm", "ncsn", "ve", "vp")
+METHODS = NOISE_FREE_METHODS + NOISE_CONDITIONAL_METHODS
+
+
+def sde_of(method: str, noise: dict[str, Any]) -> SDE | None:
+    """The forward SDE of a "ve" or "vp" noise model, else None."""
+    if method == "ve":
+        return VESDE(noise["sigma_min"], noise["sigma_max"])
+    if method == "vp":
+        return VPSDE(noise["beta_min"], noise["beta_max"])
+    return None
+
+
+class ScoreModel:
+    """A score network s_θ(x, σ) with the noise model it was trained under.
+
+    Methods and their noise model (``noise`` dict):
+
+    ========== ===================================== =====================================
+    method     trained on                             ``noise``
+    ========== ===================================== =====================================
+    exact      clean data, Hyvärinen score matching   {}
+    sliced     clean data, sliced score matching      {}
+    sliced_vr  clean data, variance-reduced SSM       {}
+    dsm        x + σε, σ log-uniform in [min, max]    {"sigma_min", "sigma_max"}
+    ncsn       x + σε, σ from geometric levels        {"sigmas": [σ_1 > … > σ_L]}
+    ve         VE SDE marginals                       {"sigma_min", "sigma_max"}
+    vp         VP SDE marginals                       {"beta_min", "beta_max"}
+    ========== ===================================== =====================================
+
+    Every noise-conditional network is conditioned on the standard deviation σ
+    of its Gaussian perturbation (for the VP SDE, σ(t) = √(1 − m(t)²) of the
+    kernel N(m(t) x, σ(t)² I)), so ``score(x, sigma)`` means the same thing for
+    all of them: the score of the data law perturbed at noise level σ.
+
+    Args:
+        network: the module f(x, σ) (``scores.networks``); its output becomes a
+            score through ``parameterization`` ("score", "epsilon" or "scaled").
+        method, noise: as in the table.
+        data_shape: shape of one data point, (d,) or (C, H, W).
+        data_mean, data_std: per-coordinate statistics of the training data (to
+            start samplers at the data's scale); optional.
+
+    ``loss_history`` holds the training loss of every step when the model comes
+    from ``train_score`` (None after ``load``; the checkpoint keeps it).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        method: str,
+        parameterization: str,
+        noise: dict[str, Any],
+        data_shape: tuple[int, ...],
+        data_mean: torch.Tensor | None = None,
+        data_std: torch.Tensor | None = None,
+    ):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.network = network.eval().requires_grad_(False)
+        self.method = method
+        self.parameterization = check_parameterization(parameterization)
+        self.noise = dict(noise)
+        self.data_shape = tuple(int(n) for n in data_shape)
+        self.data_mean = data_mean
+        self.data_std = data_std
+        self.loss_history: list[float] | None = None
+
+    # ------------------------------------------------------------------ noise model
+    @property
+    def conditional(self) -> bool:
+        """True when the network takes a noise level σ."""
+        return self.method in NOISE_CONDITIONAL_METHODS
+
+    @property
+    def sde(self) -> SDE | None:
+        """The forward SDE of a "ve" or "vp" model, else None."""
+        return sde_of(self.method, self.noise)
+
+    @property
+    def sigma_range(self) -> tuple[float, float] | None:
+        """(smallest, largest) noise level σ the network was trained on; None for noise-free models."""
+        if self.method in ("dsm", "ve"):
+            return self.noise["sigma_min"], self.noise["sigma_max"]
+        if self.method == "ncsn":
+            return min(self.noise["sigmas"]), max(self.noise["sigmas"])
+        if self.method == "vp":
+            sde = self.sde
+            return float(sde.std(torch.tensor(sde.t_min))), float(sde.std(torch.tensor(sde.T)))
+        return None
+
+    def sigmas(self, n_levels: int = 10) -> torch.Tensor:
+        """Decreasing noise levels for annealed Langevin: the trained levels ("ncsn"), else a geometric grid."""
+        if self.method == "ncsn":
+            return torch.tensor(self.noise["sigmas"], dtype=self._dtype)
+        if self.sigma_range is None:
+            raise ValueError(f"a {self.method!r} model was trained without noise and has no noise levels")
+        low, high = self.sigma_range
+        return geometric_sigmas(low, high, n_levels).to(self._dtype)
+
+    # ------------------------------------------------------------------ scores
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.network.parameters()).dtype
+
+    def score(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        """The learned score at x (..., *data_shape) and noise level σ; returns the shape of x.
+
+        ``sigma``: required for noise-conditional models (a float, or a tensor of
+        shape (...) matching x's leading dimensions); must be None for
+        noise-free ones. x must have the network's dtype (see ``to``). The call
+        is differentiable and composes with ``torch.func``, so
+        ``ScoreMetric(model.score_fn(σ), d)`` can differentiate it twice.
+        """
+        n_data = len(self.data_shape)
+        if x.ndim < n_data or tuple(x.shape[x.ndim - n_data:]) != self.data_shape:
+            raise ValueError(f"x must have shape (..., {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
+        lead = x.shape[: x.ndim - n_data]
+        flat = x.reshape(-1, *self.data_shape)
+        if not self.conditional:
+            if sigma is not None:
+                raise ValueError(f"sigma must be None for a {self.method!r} model (trained on clean data)")
+            return self.network(flat, None).reshape(x.shape)
+        if sigma is None:
+            low, high = self.sigma_range
+            raise ValueError(f"sigma is required for a noise-conditional {self.method!r} model "
+                             f"(trained on σ in [{low:.3g}, {high:.3g}])")
+        if isinstance(sigma, torch.Tensor):
+            sigma_flat = sigma.to(x).expand(lead).reshape(-1)
+        else:
+            if not (math.isfinite(float(sigma)) and float(sigma) > 0):
+                raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+            sigma_flat = torch.full((flat.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
+        out = self.network(flat, sigma_flat)
+        return output_to_score(out, sigma_flat, self.parameterization).reshape(x.shape)
+
+    def score_fn(self, sigma: float | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A plain score callable x ↦ s(x, σ) at a fixed noise level, e.g. for ``sg.ScoreMetric``."""
+        if self.conditional and sigma is None:
+            self.score(torch.zeros(self.data_shape, dtype=self._dtype), None)  # raises the explanatory error
+        return lambda x: self.score(x, sigma)
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "ScoreModel":
+        """Move the network (in place) to ``dtype`` and/or ``device``; returns self."""
+        self.network.to(device=device, dtype=dtype)
+        for name in ("data_mean", "data_std"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device=device, dtype=dtype))
+        return self
+
+    # ------------------------------------------------------------------ files
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description of the model (no weights)."""
+        return {
+            "network": network_config(self.network),
+            "method": self.method,
+            "parameterization": self.parameterization,
+            "noise": self.noise,
+            "data_shape": list(self.data_shape),
+            "data_mean": None if self.data_mean is None else self.data_mean.flatten().tolist(),
+            "data_std": None if self.data_std is None else self.data_std.flatten().tolist(),
+        }
+
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write ``model.safetensors`` and ``config.json`` (config last, both atomic) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = dict((extra or {}).get("files", {}))
+        files[WEIGHTS_FILE] = write_tensors(directory / WEIGHTS_FILE, self.network.state_dict())
+        write_config(directory, {**self.config(), **(extra or {}), "files": files})
+
+    @classmethod
+    def load(cls, directory: str | Path, dtype: torch.dtype | None = None) -> "ScoreModel":
+        """Load a model directory written by ``save`` or ``train_score``; refuses corrupt or mismatched files.
+
+        Raises ``CheckpointError`` (a ValueError) naming the file and the problem.
+        """
+        directory = Path(directory)
+        config = read_config(directory)
+        try:
+            network = build_network(config["network"])
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: bad network config ({err})") from None
+        tensors = read_tensors(directory / WEIGHTS_FILE, config["files"].get(WEIGHTS_FILE))
+        if tensors:
+            network.to(next(iter(tensors.values())).dtype)
+        load_state_into(network, tensors, directory / WEIGHTS_FILE)
+        stats = {k: None if config.get(k) is None else torch.tensor(config[k]).reshape(config["data_shape"])
+                 for k in ("data_mean", "data_std")}
+        try:
+            model = cls(network, config["method"], config["parameterization"], config["noise"],
+                        tuple(config["data_shape"]), **stats)
+        except ValueError as err:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: {err}") from None
+        return model.to(dtype=dtype or model._dtype)
+
+    def __repr__(self) -> str:
+        rng = self.sigma_range
+        noise = "" if rng is None else f", sigma in [{rng[0]:.3g}, {rng[1]:.3g}]"
+        return (f"ScoreModel(method={self.method!r}, parameterization={self.parameterization!r}, "
+                f"data_shape={self.data_shape}{noise})")
+
