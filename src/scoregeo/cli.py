@@ -1,6 +1,9 @@
 """The ``scoregeo`` command line.
 
     scoregeo demo [--out DIR] [--no-progress] [--threads N]
+    scoregeo train --data moons --method dsm --out runs/moons [--steps N ...]
+    scoregeo sample --model runs/moons [--n N] [--sampler annealed|pc|ode|langevin]
+    scoregeo geodesic --model runs/moons --sigma 0.1 --from X,Y --to X,Y [--lam 10] [--plot path.png]
 
 Each subcommand is a small :class:`Command` (its arguments and a ``run``
 function returning the exit code) registered in ``COMMANDS``; the work lives in
@@ -8,8 +11,9 @@ library modules (``scoregeo.demo``, ...), imported only when the command runs so
 that ``scoregeo --help`` stays fast.
 
 Exit codes: 0 success; 1 the command ran but its result is not trustworthy
-(for ``demo``: some path did not converge; the files are written anyway and the
-JSON says which) or it could not write its output; 2 usage error (argparse).
+(``demo``/``geodesic``: some path did not converge; ``sample``: some samples
+are NaN/Inf; the files are written anyway and say so) or it could not write its
+output; 2 usage error (bad options, unreadable data or model files).
 """
 
 from __future__ import annotations
@@ -78,7 +82,177 @@ DEMO = Command(
     run=_demo_run,
 )
 
-COMMANDS: tuple[Command, ...] = (DEMO,)
+# ----------------------------------------------------------------------------- learned scores
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    parser.add_argument("--threads", type=_positive_int, default=2, metavar="N",
+                        help="torch intra-op CPU threads (default: %(default)s)")
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .scores.model import METHODS
+
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="a 2-D toy (moons, circles, rings, swiss_roll, 8gaussians, pinwheel, checkerboard, "
+                        "2spirals), 'digits', or a .npy/.csv/.pt file holding an (N, d) array")
+    parser.add_argument("--method", default="dsm", choices=METHODS, help="score-matching objective (default: dsm)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory (model, checkpoints, loss.png)")
+    parser.add_argument("--n", type=_positive_int, default=None, help="number of toy points (default: 10000)")
+    parser.add_argument("--steps", type=_positive_int, default=5000, help="optimisation steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, help="minibatch size (default: %(default)s)")
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam step size (default: %(default)s)")
+    parser.add_argument("--sigma-min", type=_positive_float, default=None, help="smallest noise level")
+    parser.add_argument("--sigma-max", type=_positive_float, default=None,
+                        help="largest noise level (default: the largest pairwise distance of the data)")
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
+                        help="steps between checkpoints (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    _common_arguments(parser)
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    from .workflows import train
+
+    def work():
+        return train(args.data, args.out, args.method, n=args.n, seed=args.seed, progress=not args.no_progress,
+                     steps=args.steps, batch_size=args.batch_size, lr=args.lr, sigma_min=args.sigma_min,
+                     sigma_max=args.sigma_max, checkpoint_every=args.checkpoint_every, resume=args.resume)
+
+    report = _guarded("train", args, work)
+    if isinstance(report, int):
+        return report
+    print(f"trained {report['method']} on {report['data']} ({report['n_data']} points): {report['steps']} steps "
+          f"in {report['seconds']:.1f} s, final loss {report['final_loss']:.4g}")
+    print(f"wrote {args.out}/ (config.json, model.safetensors, train_state.safetensors, run.json, loss.png)")
+    return 0
+
+
+TRAIN = Command(
+    name="train",
+    help="learn a score model from data by score matching",
+    description=(
+        "Train a noise-conditional score network (MLP for vectors, U-Net for images) by score matching. Writes "
+        "the model (config.json + model.safetensors), a resumable checkpoint, run.json and loss.png into --out."
+    ),
+    add_arguments=_train_arguments,
+    run=_train_run,
+)
+
+
+def _sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="a run directory written by 'scoregeo train'")
+    parser.add_argument("--n", type=_positive_int, default=2000, help="number of samples (default: %(default)s)")
+    parser.add_argument("--sampler", choices=("annealed", "pc", "ode", "langevin"), default=None,
+                        help="default: annealed Langevin for dsm/ncsn, predictor-corrector for ve/vp, "
+                        "Langevin for noise-free models")
+    parser.add_argument("--out", default=None, metavar="DIR", help="where samples.npy/.png go (default: --model)")
+    _common_arguments(parser)
+
+
+def _sample_run(args: argparse.Namespace) -> int:
+    from .workflows import sample
+
+    report = _guarded("sample", args, lambda: sample(args.model, args.n, args.sampler, args.seed, args.out,
+                                                      progress=not args.no_progress))
+    if isinstance(report, int):
+        return report
+    quality = f", sliced W2 to the data {report['sliced_w2_to_data']:.3f}" if "sliced_w2_to_data" in report else ""
+    print(f"{report['n']} samples by {report['sampler']}: {report['score_evals']} score evaluations in "
+          f"{report['seconds']:.1f} s{quality}")
+    print("wrote " + ", ".join(report["files"]))
+    if report["n_nonfinite"]:
+        print(f"scoregeo sample: warning: {report['n_nonfinite']} samples are NaN or Inf", file=sys.stderr)
+        return 1
+    return 0
+
+
+SAMPLE = Command(
+    name="sample",
+    help="draw samples from a trained score model",
+    description="Sample a model trained by 'scoregeo train'; writes samples.npy and samples.png (over the data).",
+    add_arguments=_sample_arguments,
+    run=_sample_run,
+)
+
+
+def _geodesic_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="a run directory written by 'scoregeo train'")
+    parser.add_argument("--sigma", type=_positive_float, default=None,
+                        help="noise level of the learned score s(x, σ) (required for noise-conditional models)")
+    parser.add_argument("--from", dest="start", required=True, type=_point, metavar="X,Y", help="start point (write --from=-1,0.5 when the first coordinate is negative)")
+    parser.add_argument("--to", dest="end", required=True, type=_point, metavar="X,Y", help="end point")
+    parser.add_argument("--lam", type=_nonnegative_float, default=10.0, help="λ of g = αI + λ s sᵀ (default: 10)")
+    parser.add_argument("--alpha", type=_positive_float, default=1.0, help="α of g = αI + λ s sᵀ (default: 1)")
+    parser.add_argument("--n-points", type=_positive_int, default=64, help="samples along the path (default: 64)")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="draw the geodesic over the learned density")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+    _common_arguments(parser)
+
+
+def _geodesic_run(args: argparse.Namespace) -> int:
+    import json
+
+    from ._io import atomic_write
+    from .workflows import geodesic_under_model
+
+    def work():
+        report = geodesic_under_model(args.model, args.start, args.end, sigma=args.sigma, lam=args.lam,
+                                      alpha=args.alpha, n_points=args.n_points, plot=args.plot,
+                                      progress=not args.no_progress)
+        if args.json:
+            atomic_write(args.json, lambda fh: json.dump(report, fh, indent=2), binary=False)
+        return report
+
+    report = _guarded("geodesic", args, work)
+    if isinstance(report, int):
+        return report
+    print(f"{'':16} {'length':>10} {'euclidean':>10} {'min Δlog p':>11} {'Δlog p end':>11}")
+    for name in ("geodesic", "straight_line"):
+        r = report[name]
+        print(f"{name:16} {r['length']:10.4f} {r['euclidean_length']:10.4f} {r['log_density_change_min']:11.3f} "
+              f"{r['log_density_change_end']:11.3f}")
+    print(f"converged: {report['converged']} (residual {report['residual']:.1e}), local geodesics found: "
+          f"{report['n_local']}, {report['seconds']:.1f} s")
+    if report.get("files"):
+        print("wrote " + ", ".join(report["files"]))
+    if not report["converged"]:
+        print("scoregeo geodesic: warning: the boundary-value solver did not converge", file=sys.stderr)
+        return 1
+    return 0
+
+
+GEODESIC = Command(
+    name="geodesic",
+    help="a geodesic of the learned score metric between two points",
+    description=(
+        "Boundary-value geodesic of g(x) = αI + λ s(x, σ) s(x, σ)ᵀ with a learned score, beside the straight line; "
+        "prints lengths and the learned log-density change along both; --plot draws them over the learned density "
+        "and score field. Exit status 1 if the solver did not converge."
+    ),
+    add_arguments=_geodesic_arguments,
+    run=_geodesic_run,
+)
+
+
+def _guarded(name: str, args: argparse.Namespace, work: Callable[[], dict]) -> dict | int:
+    """Run ``work`` with the requested threads; turn input errors into exit code 2 and write errors into 1."""
+    import torch
+
+    from .scores.checkpoint import CheckpointError
+
+    torch.set_num_threads(args.threads)
+    try:
+        return work()
+    except (ValueError, CheckpointError, FileNotFoundError) as err:
+        print(f"scoregeo {name}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"scoregeo {name}: error: cannot write output: {err}", file=sys.stderr)
+        return 1
+
+
+COMMANDS: tuple[Command, ...] = (DEMO, TRAIN, SAMPLE, GEODESIC)
 
 
 # ----------------------------------------------------------------------------- main
@@ -90,6 +264,36 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _point(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated coordinates like 1.5,-0.2, got {text!r}") from None
+    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"coordinates must be finite, got {text!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:

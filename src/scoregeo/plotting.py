@@ -32,7 +32,16 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
 from matplotlib.quiver import Quiver
 
-__all__ = ["density_contours", "score_field", "metric_ellipses", "geodesics", "grid_points"]
+__all__ = [
+    "density_contours",
+    "learned_log_density",
+    "score_field",
+    "metric_ellipses",
+    "geodesics",
+    "samples",
+    "loss_curve",
+    "grid_points",
+]
 
 Limits = Sequence[float]
 
@@ -136,6 +145,35 @@ def density_contours(
     pts = grid_points(xlim, ylim, n)
     Z = _evaluate_on_grid(fn, pts, "log_prob", ())
     X, Y = pts[..., 0].double().numpy(), pts[..., 1].double().numpy()
+    return _log_density_contours(ax, X, Y, Z, levels, filled, depth, style)
+
+
+def learned_log_density(
+    ax: Axes,
+    score: Callable[[torch.Tensor], torch.Tensor],
+    xlim: Limits,
+    ylim: Limits,
+    n: int | tuple[int, int] = 121,
+    levels: int | Sequence[float] = 12,
+    filled: bool = True,
+    depth: float | None = 12.0,
+    **style: Any,
+) -> QuadContourSet:
+    """Contours of the log-density implied by a score field (learned or exact), as in ``density_contours``.
+
+    log p is the least-squares potential of the score on the grid
+    (``scores.potential.grid_log_density``): the gradient part of a learned,
+    possibly non-conservative field, normalised over the box.
+    """
+    from .scores.potential import grid_log_density
+
+    fn = _callable_of(score, "score", "score")
+    nx, ny = _grid_size(n)
+    X, Y, Z = grid_log_density(fn, _limits(xlim, "xlim"), _limits(ylim, "ylim"), (nx, ny))
+    return _log_density_contours(ax, X, Y, Z, levels, filled, depth, style)
+
+
+def _log_density_contours(ax, X, Y, Z, levels, filled, depth, style) -> QuadContourSet:
     if isinstance(levels, int) and not isinstance(levels, bool):
         if levels < 1:
             raise ValueError(f"levels must be a positive integer or a sequence of values, got {levels!r}")
@@ -333,3 +371,34 @@ def _as_tensor(obj, name: str) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obj, dtype=float))
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a tensor or array, got {type(obj).__name__}") from None
+
+
+def samples(ax: Axes, points, **style: Any):
+    """Scatter plot of 2-D samples (N, 2) (a tensor or array); returns the ``PathCollection``."""
+    pts = _as_tensor(points, "points").detach().double().cpu().numpy()
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
+    style.setdefault("s", 3)
+    style.setdefault("alpha", 0.5)
+    style.setdefault("linewidths", 0)
+    return ax.scatter(pts[:, 0], pts[:, 1], **style)
+
+
+def loss_curve(ax: Axes, losses: Sequence[float], window: int | None = None, **style: Any) -> list[Line2D]:
+    """Training loss per step (light) and its running mean over ``window`` steps (default: 1% of the run).
+
+    Returns the two lines. The y axis is linear: score-matching losses can be negative.
+    """
+    values = np.asarray(losses, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"losses must be a non-empty sequence of numbers, got shape {values.shape}")
+    window = window or max(1, values.size // 100)
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive integer, got {window!r}")
+    steps = np.arange(1, values.size + 1)
+    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+    raw = ax.plot(steps, values, color=style.pop("raw_color", "0.75"), linewidth=0.5, label="loss")
+    mean = ax.plot(steps[window - 1:], smooth, **{"color": "C0", "label": f"mean over {window} steps", **style})
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    return raw + mean

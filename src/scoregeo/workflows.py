@@ -1,0 +1,230 @@
+"""The work behind ``scoregeo train``, ``sample`` and ``geodesic``: files, figures and reports.
+
+Each function returns a JSON-serialisable report (also what the CLI prints);
+every file is written atomically. Figures use matplotlib's object API (no
+pyplot), so they work headless.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from . import datasets, plotting
+from ._io import atomic_write
+from .evaluation import sliced_wasserstein
+from .geodesics import curve_length, geodesic
+from .metrics import ScoreMetric
+from .scores import ScoreModel, train_score
+from .scores.potential import line_integral
+
+RUN_FILE = "run.json"
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
+
+
+def _save_json(obj: dict[str, Any], path: Path) -> None:
+    atomic_write(path, lambda fh: json.dump(obj, fh, indent=2), binary=False)
+
+
+def _training_data(run: dict[str, Any]) -> torch.Tensor:
+    """The exact training data of a run, regenerated from its spec and seed."""
+    return datasets.get(run["data"], n=run["n"], generator=torch.Generator().manual_seed(run["seed"]))
+
+
+def _is_toy(spec: str) -> bool:
+    return spec in datasets.TOYS
+
+
+# ----------------------------------------------------------------------------- train
+def train(
+    data: str,
+    out: str | Path,
+    method: str = "dsm",
+    n: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train a score model on ``data`` (toy name, "digits" or a file) into ``out``; write ``loss.png``.
+
+    ``options`` go to ``sg.train_score`` (steps, batch_size, lr, sigma_min, ...).
+    ``out`` receives the model files, ``run.json`` (where the data came from)
+    and ``loss.png`` (the training loss per step).
+    """
+    out = Path(out)
+    n = (n or 10_000) if _is_toy(data) else n
+    run = {"data": data if _is_toy(data) or data == "digits" else str(Path(data).resolve()), "n": n, "seed": seed}
+    tensor = _training_data(run)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    model = train_score(tensor, method, seed=seed, out=out, progress=progress, **options)
+    seconds = time.perf_counter() - start
+    _save_json(run, out / RUN_FILE)
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    plotting.loss_curve(ax, model.loss_history)
+    ax.set_title(f"{method} on {Path(data).name}: {len(model.loss_history)} steps")
+    ax.legend()
+    _save_figure(fig, out / "loss.png")
+    tail = model.loss_history[-max(1, len(model.loss_history) // 20):]
+    return {"model": str(out), "method": method, "data": run["data"], "n_data": tensor.shape[0],
+            "steps": len(model.loss_history), "final_loss": float(np.mean(tail)), "seconds": seconds,
+            "sigma_range": model.sigma_range, "files": [str(out / f) for f in ("config.json", "loss.png")]}
+
+
+# ----------------------------------------------------------------------------- sample
+def sample(
+    model_dir: str | Path,
+    n: int = 2000,
+    sampler: str | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Sample a trained model; write ``samples.npy`` and ``samples.png`` (over the training data) into ``out``.
+
+    ``out`` defaults to ``model_dir``. For 2-D data the figure overlays the
+    samples on the training data and the report gives their sliced
+    Wasserstein-2 distance to it; images are drawn as a grid.
+    """
+    model_dir = Path(model_dir)
+    out = Path(out) if out is not None else model_dir
+    model = ScoreModel.load(model_dir)
+    start = time.perf_counter()
+    samples, info = model.sample(n, sampler, generator=torch.Generator().manual_seed(seed), progress=progress,
+                                 **options)
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "samples.npy", lambda fh: np.save(fh, samples.numpy()), binary=True)
+    report = {"model": str(model_dir), "sampler": info.sampler, "n": n, "steps": info.steps,
+              "score_evals": info.score_evals, "acceptance_rate": info.acceptance_rate,
+              "n_nonfinite": info.n_nonfinite, "seconds": seconds, "files": [str(out / "samples.npy")]}
+    run_path = model_dir / RUN_FILE
+    data = _training_data(json.loads(run_path.read_text())) if run_path.is_file() else None
+    fig = _samples_figure(samples, data, model)
+    if fig is not None:
+        _save_figure(fig, out / "samples.png")
+        report["files"].append(str(out / "samples.png"))
+    if data is not None and data.ndim == 2 and info.n_nonfinite == 0:
+        report["sliced_w2_to_data"] = float(sliced_wasserstein(samples.to(data), data, 512,
+                                                               torch.Generator().manual_seed(seed)))
+    return report
+
+
+def _samples_figure(samples: torch.Tensor, data: torch.Tensor | None, model: ScoreModel) -> Figure | None:
+    finite = samples[torch.isfinite(samples.reshape(samples.shape[0], -1)).all(1)]
+    if samples.ndim == 2 and samples.shape[1] == 2:
+        fig = Figure(figsize=(5, 5), layout="constrained")
+        ax = fig.add_subplot()
+        if data is not None:
+            plotting.samples(ax, data[:5000], color="0.6", label="data")
+        plotting.samples(ax, finite, color="C3", label=f"samples ({model.method})")
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", markerscale=4)
+        return fig
+    images = finite.reshape(finite.shape[0], *model.data_shape) if len(model.data_shape) == 3 else (
+        finite.reshape(finite.shape[0], 1, 8, 8) if finite.shape[-1] == 64 else None)
+    if images is None or images.shape[0] == 0:
+        return None
+    count = min(64, images.shape[0])
+    cols = 8
+    rows = -(-count // cols)
+    fig = Figure(figsize=(cols, rows), layout="constrained")
+    for i in range(count):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        image = images[i].permute(1, 2, 0).numpy()
+        ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image.clip(-1, 1) * 0.5 + 0.5, cmap="gray")
+        ax.set_axis_off()
+    return fig
+
+
+# ----------------------------------------------------------------------------- geodesic
+def geodesic_under_model(
+    model_dir: str | Path,
+    start: Sequence[float],
+    end: Sequence[float],
+    sigma: float | None = None,
+    lam: float = 10.0,
+    alpha: float = 1.0,
+    n_points: int = 64,
+    plot: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Boundary-value geodesic of g = αI + λ s sᵀ with the learned score s(·, σ), beside the straight line.
+
+    Reports both curves' Riemannian and Euclidean lengths, the solver's
+    convergence, and the learned log-density change along each (line integral
+    of the score, ``scores.potential.line_integral``). With ``plot`` (2-D only),
+    draws both over the learned log-density and score field.
+    """
+    model = ScoreModel.load(model_dir, dtype=torch.float64)
+    if len(model.data_shape) != 1:
+        raise ValueError(f"geodesics need vector data, the model's points have shape {model.data_shape}")
+    dim = model.data_shape[0]
+    x0, x1 = (torch.tensor([float(v) for v in p], dtype=torch.float64) for p in (start, end))
+    for name, point in (("from", x0), ("to", x1)):
+        if point.shape != (dim,):
+            raise ValueError(f"--{name} must have {dim} coordinates, got {point.numel()}")
+    model.score_fn(sigma)  # checks sigma against the model
+    score = lambda x: model.score(x.to(torch.float64), sigma)  # noqa: E731  (plots evaluate float32 grids)
+    metric = ScoreMetric(score, dim, lam=lam, alpha=alpha)
+    start_time = time.perf_counter()
+    path = geodesic(metric, x0, x1, n_points=n_points, progress=progress)
+    seconds = time.perf_counter() - start_time
+    line = x0 + torch.linspace(0, 1, n_points, dtype=torch.float64)[:, None] * (x1 - x0)
+
+    def summary(points: torch.Tensor) -> dict[str, Any]:
+        log_p = line_integral(score, points)
+        return {"length": float(curve_length(metric, points)),
+                "euclidean_length": float((points.diff(dim=0)).norm(dim=-1).sum()),
+                "log_density_change_min": float(log_p.min()), "log_density_change_end": float(log_p[-1])}
+
+    report = {"model": str(model_dir), "sigma": sigma, "lam": lam, "alpha": alpha, "from": x0.tolist(),
+              "to": x1.tolist(), "converged": bool(path.converged), "residual": float(path.residual),
+              "n_local": None if path.n_local is None else int(path.n_local), "seconds": seconds,
+              "geodesic": summary(path.points), "straight_line": summary(line)}
+    if plot is not None:
+        if dim != 2:
+            raise ValueError(f"--plot draws 2-D models only, this one has d = {dim}")
+        _save_figure(_geodesic_figure(model_dir, score, path.points, line, report), Path(plot))
+        report["files"] = [str(plot)]
+    return report
+
+
+def _geodesic_figure(model_dir, score, points, line, report) -> Figure:
+    ends = torch.stack([points[0], points[-1]])
+    run_path = Path(model_dir) / RUN_FILE
+    data = _training_data(json.loads(run_path.read_text())) if run_path.is_file() else None
+    cloud = torch.cat([ends, data.double()]) if data is not None else ends
+    low, high = cloud.min(0).values, cloud.max(0).values
+    pad = 0.15 * float((high - low).max()) + 0.5
+    xlim, ylim = (float(low[0]) - pad, float(high[0]) + pad), (float(low[1]) - pad, float(high[1]) + pad)
+    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    contours = plotting.learned_log_density(ax, score, xlim, ylim, depth=10.0)
+    fig.colorbar(contours, ax=ax, label="learned log p (least-squares potential of the score)")
+    plotting.score_field(ax, score, xlim, ylim, n=18, color="0.35", alpha=0.6)
+    g, s = report["geodesic"], report["straight_line"]
+    plotting.geodesics(ax, line, color="0.1", linestyle="--",
+                       label=f"straight line: length {s['length']:.3g}, min Δlog p {s['log_density_change_min']:.2f}")
+    plotting.geodesics(ax, points, color="C3", linewidth=2,
+                       label=f"geodesic: length {g['length']:.3g}, min Δlog p {g['log_density_change_min']:.2f}"
+                       + ("" if report["converged"] else " (NOT converged)"))
+    ax.plot(*ends.T.numpy(), "ko", markersize=4)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    ax.set_title(f"score metric αI + λ s sᵀ, λ = {report['lam']:g}, σ = {report['sigma']}")
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
