@@ -53,7 +53,7 @@ def train_score(
     checkpoint_every: int = 500,
     resume: bool = False,
     progress: bool = True,
-    callback: Callable[[int, float], None] | None = None,
+    callback: Callable[[int, float, ScoreModel], None] | None = None,
 ) -> ScoreModel:
     """Train a score model on ``data`` and return it as a ``ScoreModel`` (with the EMA weights).
 
@@ -90,7 +90,9 @@ def train_score(
         resume: continue from the checkpoint in ``out``; the data and every
             training setting must match the stored run, else ``ValueError``.
         progress: show a tqdm bar with the loss.
-        callback: called as ``callback(step, loss)`` after every step.
+        callback: called as ``callback(step, loss, model)`` after every step, where
+            ``model`` is a ``ScoreModel`` view of the current EMA weights (for
+            monitoring; evaluate it under ``torch.no_grad()``).
 
     Raises:
         ValueError for bad arguments or a mismatched resume; ``CheckpointError``
@@ -141,6 +143,7 @@ def train_score(
         warnings.warn(f"resume=True but {out} holds no checkpoint: starting a new run", stacklevel=2)
 
     loss_fn = _loss(method, net, parameterization, noise, n_projections)
+    ema_view = as_model(ema.module)
     with tqdm(total=steps, initial=start, desc=f"train {method}", disable=not progress, unit="step") as bar:
         for step in range(start, steps):
             batch = data[torch.randint(data.shape[0], (batch_size,), generator=generator, device=data.device)]
@@ -159,7 +162,7 @@ def train_score(
             if (step + 1) % 10 == 0 or step + 1 == steps:
                 bar.set_postfix(loss=f"{sum(history[-10:]) / len(history[-10:]):.4g}")
             if callback is not None:
-                callback(step + 1, history[-1])
+                callback(step + 1, history[-1], ema_view)
             if out is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
                 _save(out, as_model(ema.module), net, ema, optimizer, generator, training, history, step + 1)
 

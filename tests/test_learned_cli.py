@@ -1,0 +1,142 @@
+"""``scoregeo train | sample | geodesic`` end to end, the plots they write, and their errors.
+
+Oracles: a geodesic is never longer than the straight line under the same metric
+(both lengths come from ``sg.curve_length`` on the learned metric); the samples of
+a trained model are closer to the data than its starting distribution (sliced W2).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import scoregeo as sg
+from scoregeo import plotting
+from scoregeo.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("moons")
+    code = main(["train", "--data", "moons", "--n", "2000", "--method", "dsm", "--out", str(out), "--steps", "300",
+                 "--checkpoint-every", "100", "--no-progress", "--threads", "1", "--sigma-min", "0.1"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_model_checkpoint_and_loss_plot(run_dir):
+    for name in ("config.json", "model.safetensors", "train_state.safetensors", "run.json", "loss.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "loss.png").read_bytes().startswith(PNG)
+    assert json.loads((run_dir / "config.json").read_text())["training"]["step"] == 300
+    assert json.loads((run_dir / "run.json").read_text()) == {"data": "moons", "n": 2000, "seed": 0}
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_train_resume_continues(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert main(["train", "--data", "moons", "--n", "2000", "--out", str(copy), "--steps", "350", "--resume",
+                 "--checkpoint-every", "100", "--no-progress", "--threads", "1", "--sigma-min", "0.1"]) == 0
+    assert "350 steps" in capsys.readouterr().out
+    assert json.loads((copy / "config.json").read_text())["training"]["step"] == 350
+
+
+def test_sample_writes_samples_closer_to_the_data_than_the_start(run_dir, tmp_path, capsys):
+    out = tmp_path / "samples"
+    assert main(["sample", "--model", str(run_dir), "--n", "500", "--out", str(out), "--no-progress",
+                 "--threads", "1"]) == 0
+    samples = torch.from_numpy(np.load(out / "samples.npy"))
+    assert samples.shape == (500, 2) and bool(torch.isfinite(samples).all())
+    assert (out / "samples.png").read_bytes().startswith(PNG)
+    data = sg.datasets.make("moons", 2000, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    model = sg.ScoreModel.load(run_dir)
+    start = model.data_mean + model.sigma_range[1] * torch.randn(500, 2, generator=gen)
+    sw = lambda x: float(sg.evaluation.sliced_wasserstein(x, data, 256, torch.Generator().manual_seed(2)))  # noqa: E731
+    assert sw(samples) < 0.25 * sw(start)
+    assert "sliced W2 to the data" in capsys.readouterr().out
+
+
+def test_geodesic_is_no_longer_than_the_line(run_dir, tmp_path):
+    plot, report_path = tmp_path / "geo.png", tmp_path / "geo.json"
+    code = main(["geodesic", "--model", str(run_dir), "--sigma", "0.5", "--from=-1.5,0.5", "--to", "1.5,-0.5",
+                 "--lam", "3", "--plot", str(plot), "--json", str(report_path), "--no-progress", "--threads", "1"])
+    report = json.loads(report_path.read_text())
+    assert code == 0 and report["converged"]
+    assert report["geodesic"]["length"] <= report["straight_line"]["length"] * (1 + 1e-9)
+    assert report["straight_line"]["euclidean_length"] == pytest.approx(10**0.5, rel=1e-12)
+    assert plot.read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "no_such_toy", "--out", "{tmp}/x"], "unknown dataset"),
+        (["train", "--data", "{tmp}/bad.npy", "--out", "{tmp}/x"], "bad.npy"),
+        (["sample", "--model", "{tmp}/nowhere"], "not a model directory"),
+        (["geodesic", "--model", "{run}", "--from", "1,2,3", "--to", "0,0", "--sigma", "0.5"], "2 coordinates"),
+        (["geodesic", "--model", "{run}", "--from", "1,2", "--to", "0,0"], "sigma is required"),
+    ],
+)
+def test_input_errors_exit_2_with_a_message(argv, message, run_dir, tmp_path, capsys):
+    (tmp_path / "bad.npy").write_bytes(b"garbage")
+    argv = [a.format(tmp=tmp_path, run=run_dir) for a in argv] + ["--no-progress", "--threads", "1"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "geodesic"])
+def test_help_and_unknown_options(command, capsys):
+    with pytest.raises(SystemExit) as help_exit:
+        main([command, "--help"])
+    assert help_exit.value.code == 0 and "--no-progress" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad_exit:
+        main([command, "--no-such-option"])
+    assert bad_exit.value.code == 2
+
+
+def test_bad_numbers_are_usage_errors(capsys):
+    for argv in (["train", "--data", "moons", "--out", "x", "--lr", "-1"],
+                 ["geodesic", "--model", "x", "--from", "a,b", "--to", "0,0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+
+
+def test_loss_curve_and_samples_plots():
+    fig = Figure()
+    ax = fig.add_subplot()
+    raw, mean = plotting.loss_curve(ax, [3.0, 2.0, 1.0, 0.5], window=2)
+    np.testing.assert_allclose(mean.get_ydata(), [2.5, 1.5, 0.75])
+    assert len(raw.get_xdata()) == 4
+    assert plotting.samples(ax, torch.zeros(5, 2)).get_offsets().shape == (5, 2)
+    with pytest.raises(ValueError, match="losses"):
+        plotting.loss_curve(ax, [])
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plotting.samples(ax, torch.zeros(5, 3))
+
+
+def test_learned_log_density_of_an_exact_score_matches_log_p():
+    """The least-squares potential of an exact score is log p renormalised on the box (O(h²) error)."""
+    g = sg.GaussianMixture(torch.tensor([[0.0, -1.0], [1.0, 1.0]], dtype=torch.float64),
+                           0.4 * torch.eye(2, dtype=torch.float64))
+    from scoregeo.scores.potential import grid_log_density, line_integral
+
+    X, Y, log_p = grid_log_density(g.score, (-3, 3), (-3, 3), (121, 121))
+    exact = g.log_prob(torch.from_numpy(np.stack([X, Y], -1)))
+    exact = exact - torch.log(torch.exp(exact).sum() * 0.05**2)
+    # h = 0.05: second-order differences of a field with curvature |∇²s| ≲ 1/0.4² give errors ~ h²/0.16·O(1)
+    assert np.abs(log_p - exact.numpy()).max() < 5e-3
+    points = torch.stack([torch.linspace(-2, 2, 400, dtype=torch.float64),
+                          torch.linspace(-1, 1.5, 400, dtype=torch.float64)], -1)
+    change = line_integral(g.score, points)
+    torch.testing.assert_close(change, g.log_prob(points) - g.log_prob(points[0]), rtol=0, atol=2e-4)
