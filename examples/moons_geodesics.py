@@ -31,7 +31,7 @@ from scoregeo import datasets, plotting
 from scoregeo.scores.potential import line_integral
 
 F64 = torch.float64
-PAIRS = [((-2.6, 0.6), (0.9, 0.0)), ((-1.6, 1.4), (1.6, -1.4)), ((2.7, -0.4), (-0.9, 0.1))]
+PAIRS = [((-2.6, 0.6), (0.9, 0.0)), ((-1.6, 1.4), (1.6, -1.4)), ((2.7, -0.4), (0.0, -1.3))]
 
 
 def kde_log_density(data: torch.Tensor, bandwidth: float):

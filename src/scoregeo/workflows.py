@@ -176,8 +176,7 @@ def geodesic_under_model(
     for name, point in (("from", x0), ("to", x1)):
         if point.shape != (dim,):
             raise ValueError(f"--{name} must have {dim} coordinates, got {point.numel()}")
-    model.score_fn(sigma)  # checks sigma against the model
-    score = lambda x: model.score(x.to(torch.float64), sigma)  # noqa: E731  (plots evaluate float32 grids)
+    score = model.score_fn(sigma)
     metric = ScoreMetric(score, dim, lam=lam, alpha=alpha)
     start_time = time.perf_counter()
     path = geodesic(metric, x0, x1, n_points=n_points, progress=progress)

@@ -138,31 +138,32 @@ class ScoreModel:
 
         ``sigma``: required for noise-conditional models (a float, or a tensor of
         shape (...) matching x's leading dimensions); must be None for
-        noise-free ones. x must have the network's dtype (see ``to``). The call
-        is differentiable and composes with ``torch.func``, so
+        noise-free ones. The network runs in its own dtype (see ``to``) and the
+        result comes back in x's dtype. The call is differentiable and composes
+        with ``torch.func``, so
         ``ScoreMetric(model.score_fn(σ), d)`` can differentiate it twice.
         """
         n_data = len(self.data_shape)
         if x.ndim < n_data or tuple(x.shape[x.ndim - n_data:]) != self.data_shape:
             raise ValueError(f"x must have shape (..., {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
         lead = x.shape[: x.ndim - n_data]
-        flat = x.reshape(-1, *self.data_shape)
+        flat = x.reshape(-1, *self.data_shape).to(self._dtype)
         if not self.conditional:
             if sigma is not None:
                 raise ValueError(f"sigma must be None for a {self.method!r} model (trained on clean data)")
-            return self.network(flat, None).reshape(x.shape)
+            return self.network(flat, None).reshape(x.shape).to(x.dtype)
         if sigma is None:
             low, high = self.sigma_range
             raise ValueError(f"sigma is required for a noise-conditional {self.method!r} model "
                              f"(trained on σ in [{low:.3g}, {high:.3g}])")
         if isinstance(sigma, torch.Tensor):
-            sigma_flat = sigma.to(x).expand(lead).reshape(-1)
+            sigma_flat = sigma.to(flat).expand(lead).reshape(-1)
         else:
             if not (math.isfinite(float(sigma)) and float(sigma) > 0):
                 raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
-            sigma_flat = torch.full((flat.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
+            sigma_flat = torch.full((flat.shape[0],), float(sigma), dtype=flat.dtype, device=flat.device)
         out = self.network(flat, sigma_flat)
-        return output_to_score(out, sigma_flat, self.parameterization).reshape(x.shape)
+        return output_to_score(out, sigma_flat, self.parameterization).reshape(x.shape).to(x.dtype)
 
     def score_fn(self, sigma: float | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """A plain score callable x ↦ s(x, σ) at a fixed noise level, e.g. for ``sg.ScoreMetric``."""
