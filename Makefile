@@ -34,6 +34,8 @@ bench-setup: venv
 bench: bench-setup
 	$(PY) benchmarks/geodesic_step.py
 	$(PY) benchmarks/bvp_vs_peers.py
+	$(PY) benchmarks/train_score.py
+	$(PY) benchmarks/samplers.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
