@@ -202,3 +202,18 @@ def test_score_needs_sigma_exactly_when_conditional(data):
         clean.score(data[:3], 0.1)
     with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\)"):
         model.score(torch.zeros(3, 3), 0.1)
+
+
+def test_digits_train_with_a_unet_and_sample_images(tmp_path):
+    """Images end to end: 8×8 digits → U-Net (NCSN) → checkpoint → annealed Langevin samples of shape (n, 1, 8, 8)."""
+    from scoregeo.scores.networks import UNet
+
+    images = sg.datasets.digits(flatten=False)[:256]
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), embed_dim=16)
+    model = sg.train_score(images, "ncsn", steps=5, batch_size=16, network=net, n_sigmas=4, progress=False,
+                           out=tmp_path)
+    loaded = sg.ScoreModel.load(tmp_path)
+    assert loaded.data_shape == (1, 8, 8) and loaded.config() == model.config()
+    samples, info = loaded.sample(3, n_steps_each=2, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3, 1, 8, 8) and info.n_nonfinite == 0 and info.score_evals == 4 * 2 + 1
