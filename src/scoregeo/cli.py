@@ -256,34 +256,25 @@ COMMANDS: tuple[Command, ...] = (DEMO, TRAIN, SAMPLE, GEODESIC)
 
 
 # ----------------------------------------------------------------------------- main
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(kind: type, lowest: float, inclusive: bool, expected: str) -> Callable[[str], float]:
+    """An argparse type: a finite ``kind`` (int or float) above ``lowest`` (or equal to it, if ``inclusive``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not (value >= lowest if inclusive else value > lowest) or value in (float("inf"), float("nan")) \
+                or value != value:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+_positive_int = _number(int, 1, True, "a positive integer")
+_positive_float = _number(float, 0.0, False, "a positive number")
+_nonnegative_float = _number(float, 0.0, True, "a number >= 0")
 
 
 def _point(text: str) -> list[float]:

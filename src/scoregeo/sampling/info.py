@@ -102,3 +102,13 @@ def report_nonfinite(x: torch.Tensor, sampler: str) -> int:
 def progress_bar(iterable: Iterable | None, enabled: bool, desc: str, total: float | None = None):
     """A tqdm bar over ``iterable`` (or a manual one when it is None), silent when ``enabled`` is False."""
     return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False)
+
+
+def per_example(x: torch.Tensor, value: float) -> torch.Tensor:
+    """A (B,) tensor of ``value`` in the dtype and device of x (a noise level for every example)."""
+    return torch.full((x.shape[0],), value, dtype=x.dtype, device=x.device)
+
+
+def rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """View a per-example (B,) mask as (B, 1, ..., 1) to broadcast against ``like``."""
+    return mask.reshape(mask.shape + (1,) * (like.ndim - 1))

@@ -43,8 +43,10 @@ from .info import (
     check_positive,
     check_start,
     finite_rows,
+    per_example,
     progress_bar,
     report_nonfinite,
+    rows,
 )
 
 Score = Callable[[torch.Tensor], torch.Tensor]
@@ -172,13 +174,13 @@ def mala(
             ok = finite_rows(y)
             if not bool(ok.all()):
                 n_bad_proposals += int((~ok).sum())
-                y = torch.where(_rows(ok, y), y, x)  # evaluate somewhere harmless; rejected below
+                y = torch.where(rows(ok, y), y, x)  # evaluate somewhere harmless; rejected below
             lp_y, s_y = evaluate(y)
             log_ratio = lp_y - lp_x + 0.5 * (sq_norm(z) - sq_norm(x - y - step * s_y) / (2 * step))
             u = torch.rand(batch, generator=generator, dtype=x.dtype, device=x.device)
             accept = ok & (torch.log(u) < log_ratio)  # NaN log_ratio → rejected
             accepted += accept.sum().to(accepted)
-            keep = _rows(accept, x)
+            keep = rows(accept, x)
             x = torch.where(keep, y, x)
             s_x = torch.where(keep, s_y, s_x)
             lp_x = torch.where(accept, lp_y, lp_x)
@@ -244,10 +246,10 @@ def annealed_langevin(
     with torch.no_grad():
         for sigma, _ in progress_bar(schedule, progress, "annealed langevin", total=total):
             eps = step * (sigma / sigma_last) ** 2
-            s = call_score(score, x, _full(x, sigma))
+            s = call_score(score, x, per_example(x, sigma))
             x = x + eps * s + math.sqrt(2 * eps) * _noise(x, generator)
         if denoise:
-            x = x + sigma_last**2 * call_score(score, x, _full(x, sigma_last))
+            x = x + sigma_last**2 * call_score(score, x, per_example(x, sigma_last))
     bad = report_nonfinite(x, "annealed_langevin")
     return x, SampleInfo("annealed_langevin", steps=total, score_evals=total + int(denoise), n_nonfinite=bad)
 
@@ -269,13 +271,3 @@ def _check_sigmas(sigmas: Sequence[float] | torch.Tensor) -> list[float]:
     if bool((values[1:] >= values[:-1]).any()):
         raise ValueError(f"sigmas must be strictly decreasing (largest first), got {values.tolist()}")
     return values.tolist()
-
-
-def _full(x: torch.Tensor, value: float) -> torch.Tensor:
-    """A (B,) tensor of ``value`` in the dtype and device of x."""
-    return torch.full((x.shape[0],), value, dtype=x.dtype, device=x.device)
-
-
-def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """View a (B,) mask as (B, 1, ..., 1) against ``like``."""
-    return mask.reshape(mask.shape + (1,) * (like.ndim - 1))

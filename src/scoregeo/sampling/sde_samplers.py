@@ -33,8 +33,10 @@ from .info import (
     check_positive,
     check_start,
     finite_rows,
+    per_example,
     progress_bar,
     report_nonfinite,
+    rows,
     sample_norms,
 )
 
@@ -128,7 +130,7 @@ def pc_sampler(
             return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
         def score_at(y: torch.Tensor, sigma: float) -> torch.Tensor:
-            return call_score(score, y, _full(y, sigma))
+            return call_score(score, y, per_example(y, sigma))
 
         for i in progress_bar(range(n_steps), progress, f"pc/{predictor}"):
             t, t_next = grid[i], grid[i + 1]
@@ -139,7 +141,7 @@ def pc_sampler(
                 x = x - (a - 1) * x + g2 * s + math.sqrt(g2) * noise()
             else:
                 dt = t - t_next
-                t_vec = _full(x, t)
+                t_vec = per_example(x, t)
                 g = float(sde.diffusion(torch.tensor(t, dtype=torch.float64)))
                 x = x - (sde.drift(x, t_vec) - g**2 * s) * dt + g * math.sqrt(dt) * noise()
             for _ in range(n_corrector):
@@ -240,7 +242,8 @@ def probability_flow(
             warnings.warn(f"probability_flow: the ODE solver failed ({err}); returning NaN samples",
                           RuntimeWarning, stacklevel=2)
             x = torch.full_like(x_T, float("nan"))
-        x = torch.where(_rows(field.bad, x), torch.full_like(x, float("nan")), x)
+        if field.bad is not None:  # samples whose score turned non-finite were frozen: report them as NaN
+            x = torch.where(rows(field.bad, x), torch.full_like(x, float("nan")), x)
         if denoise:
             t_min = torch.tensor(sde.t_min, dtype=torch.float64)
             x = _tweedie(score, x, float(sde.std(t_min)), float(sde.mean_coef(t_min)))
@@ -291,7 +294,7 @@ def _uniform_grid(t: torch.Tensor, n_steps: int) -> torch.Tensor:
 
 def _tweedie(score: NoiseScore, x: torch.Tensor, sigma: float, mean_coef: float) -> torch.Tensor:
     """Tweedie's denoiser E[x_0 | x] = (x + σ² s(x, σ)) / m for x = m x_0 + σ ε."""
-    return (x + sigma**2 * call_score(score, x, _full(x, sigma))) / mean_coef
+    return (x + sigma**2 * call_score(score, x, per_example(x, sigma))) / mean_coef
 
 
 def _check_sde(sde: object) -> None:
@@ -306,13 +309,3 @@ def _check_shape(shape: object) -> tuple[int, ...]:
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
         raise ValueError(f"shape must be a non-empty tuple of positive integers (B, ...), got {shape!r}")
     return tuple(shape)
-
-
-def _full(x: torch.Tensor, value: float) -> torch.Tensor:
-    return torch.full((x.shape[0],), value, dtype=x.dtype, device=x.device)
-
-
-def _rows(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    if mask is None:
-        mask = torch.zeros(like.shape[0], dtype=torch.bool, device=like.device)
-    return mask.reshape(mask.shape + (1,) * (like.ndim - 1))
