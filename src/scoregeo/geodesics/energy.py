@@ -77,7 +77,8 @@ def minimize_energy(
         with torch.enable_grad():
             optimizer.step(closure)
         iterations += chunk
-        previous, energy = energy, float(discrete_energy(metric, curves()).sum())
+        with torch.no_grad():
+            previous, energy = energy, float(discrete_energy(metric, curves()).sum())
         rel = relative_gradient()
         if not bool(torch.isfinite(rel).all()) or not energy < previous:
             break  # diverged, or a whole chunk of L-BFGS no longer lowers the energy: report what we have
