@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="moons-geodesics.png")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--sigma", type=float, default=0.3, help="noise level of the learned score")
-    parser.add_argument("--lam", type=float, default=5.0)
+    parser.add_argument("--lam", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
