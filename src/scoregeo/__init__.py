@@ -8,7 +8,7 @@ from .densities import Gaussian, GaussianMixture
 from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, log_map, shoot
 from .metrics import Euclidean, FisherRaoMetric, MatrixMetric, Metric, ScoreMetric
 from .scores import CheckpointError, ScoreModel, score_of, train_score
-from . import datasets, evaluation, fisher_rao, sampling
+from . import datasets, evaluation, fisher, fisher_rao, sampling
 
 __version__ = "0.1.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "scalar_curvature",
     "gaussian_curvature",
     "fisher_rao",
+    "fisher",
     "datasets",
     "evaluation",
     "sampling",

@@ -1,0 +1,403 @@
+"""Curvature matrices as linear operators on parameter vectors.
+
+A ``Curvature`` is a symmetric positive semi-definite P×P matrix F over the
+package's parameter vector (``model.parameters()`` that require grad, flattened
+and concatenated). Every structure offers the same interface:
+
+- ``F.dense()`` → (P, P); ``F.diag()`` → (P,); ``F.trace()`` → scalar;
+- ``F.mv(v)`` and ``F @ v`` for v of shape (P,) or (P, K);
+- ``F.solve(v, damping)`` → (F + damping·I)⁻¹ v, damping > 0;
+- ``F.shape`` = (P, P), ``F.size`` = P, ``F.dtype``, ``F.device``.
+
+Subclasses: ``DenseCurvature`` (a stored matrix; Cholesky solves),
+``DiagCurvature`` (a stored diagonal), ``ImplicitCurvature`` (matrix-free
+products with a model's generalised Gauss–Newton form Σ_n J_nᵀ M_n J_n; conjugate
+gradient solves). A subclass needs only ``mv`` (via ``_matmat``) and the
+constructor's size; ``dense``, ``diag``, ``trace`` and ``solve`` have generic
+(slower) defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp, vmap
+
+from .likelihoods import Likelihood
+from .scores import _flatten, _iter_jacobians, _unflatten
+
+__all__ = ["Curvature", "DenseCurvature", "DiagCurvature", "ImplicitCurvature", "OutputMetric", "MAX_DENSE_SIZE"]
+
+# Largest P for which ``fim(..., structure="dense")`` builds a P×P matrix
+# (20000² float64 entries are 3.2 GB). Module constant: tests monkeypatch it.
+MAX_DENSE_SIZE = 20000
+
+# Columns handled at once by the generic dense() and by vmapped implicit products.
+_COLUMN_CHUNK = 64
+
+
+def _check_damping(damping) -> float:
+    if isinstance(damping, torch.Tensor) and damping.numel() == 1:
+        damping = damping.item()
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not math.isfinite(damping) or damping <= 0:
+        raise ValueError(
+            f"damping must be a finite number > 0 (the solve is (F + damping·I)⁻¹ v; F alone is usually "
+            f"singular), got {damping!r}"
+        )
+    return float(damping)
+
+
+class Curvature:
+    """A symmetric PSD P×P curvature matrix F acting on parameter vectors (see module docstring)."""
+
+    def __init__(self, size: int, dtype: torch.dtype, device: torch.device | str | None = None):
+        self._size = int(size)
+        self._dtype = dtype
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+
+    # -- metadata -----------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """P, the number of parameters."""
+        return self._size
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self._size, self._size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, dtype={self.dtype})"
+
+    # -- products -----------------------------------------------------------------------------
+    def _check_vector(self, v, name: str = "v") -> tuple[torch.Tensor, bool]:
+        """Return v as (P, K) and whether it was a vector (P,)."""
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape ({self.size},) or ({self.size}, K)")
+        if v.ndim not in (1, 2) or v.shape[0] != self.size:
+            raise ValueError(f"{name} must have shape ({self.size},) or ({self.size}, K), got {tuple(v.shape)}")
+        if not v.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got dtype {v.dtype}")
+        return (v.unsqueeze(1), True) if v.ndim == 1 else (v, False)
+
+    def _matmat(self, m: torch.Tensor) -> torch.Tensor:
+        """F m for m (P, K) → (P, K). Subclasses implement this."""
+        raise NotImplementedError
+
+    def mv(self, v: torch.Tensor) -> torch.Tensor:
+        """F v for v (P,) → (P,), or F V for V (P, K) → (P, K)."""
+        m, was_vector = self._check_vector(v)
+        out = self._matmat(m.to(dtype=self.dtype, device=self.device))
+        return out.squeeze(1) if was_vector else out
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.mv(v)
+
+    # -- generic defaults ---------------------------------------------------------------------
+    def dense(self) -> torch.Tensor:
+        """The P×P matrix, built from P products F e_i (P·K columns at a time)."""
+        eye = torch.eye(self.size, dtype=self.dtype, device=self.device)
+        cols = [self._matmat(eye[:, i : i + _COLUMN_CHUNK]) for i in range(0, self.size, _COLUMN_CHUNK)]
+        dense = torch.cat(cols, dim=1)
+        return (dense + dense.T) / 2
+
+    def diag(self) -> torch.Tensor:
+        """The diagonal (P,) (default: from ``dense()``)."""
+        return self.dense().diagonal().clone()
+
+    def trace(self) -> torch.Tensor:
+        """tr F (default: the sum of ``diag()``)."""
+        return self.diag().sum()
+
+    def solve(self, v: torch.Tensor, damping: float, *, rtol: float | None = None, max_iter: int | None = None):
+        """(F + damping·I)⁻¹ v for v (P,) or (P, K), by conjugate gradient (default).
+
+        Args:
+            v: right-hand side(s).
+            damping: λ > 0 (F itself is typically singular).
+            rtol: stop when ‖v − (F + λI) x‖ ≤ rtol·‖v‖ for every column
+                (default 1e-10 in float64, 1e-5 in float32).
+            max_iter: iteration cap (default min(2P + 100, 10000)).
+
+        Emits a ``RuntimeWarning`` (with the residual reached) when the tolerance
+        is not met, so an inexact answer is never returned silently.
+        """
+        damping = _check_damping(damping)
+        b, was_vector = self._check_vector(v)
+        b = b.to(dtype=self.dtype, device=self.device)
+        x = _conjugate_gradient(lambda m: self._matmat(m) + damping * m, b, rtol, max_iter, self.size)
+        return x.squeeze(1) if was_vector else x
+
+
+def _default_rtol(dtype: torch.dtype) -> float:
+    return 1e-10 if dtype == torch.float64 else 1e-5
+
+
+def _conjugate_gradient(apply, b: torch.Tensor, rtol, max_iter, size: int) -> torch.Tensor:
+    """Solve A X = B column-wise for SPD A given by ``apply`` (P, K) → (P, K)."""
+    rtol = _default_rtol(b.dtype) if rtol is None else float(rtol)
+    if not (rtol > 0):
+        raise ValueError(f"rtol must be > 0, got {rtol!r}")
+    max_iter = min(2 * size + 100, 10_000) if max_iter is None else int(max_iter)
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter!r}")
+    target = rtol * b.norm(dim=0)
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = (r * r).sum(0)
+    iters = 0
+    while iters < max_iter:
+        active = rs.sqrt() > target
+        if not bool(active.any()):
+            break
+        ap = apply(p)
+        pap = (p * ap).sum(0)
+        if bool((pap[active] <= 0).any()):
+            raise ValueError("conjugate gradient met a non-positive curvature: the matrix is not positive definite")
+        alpha = torch.where(active, rs / torch.where(active, pap, torch.ones_like(pap)), torch.zeros_like(rs))
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = (r * r).sum(0)
+        beta = torch.where(active, rs_new / torch.where(active, rs, torch.ones_like(rs)), torch.zeros_like(rs))
+        p = r + beta * p
+        rs = rs_new
+        iters += 1
+    # Check the true residual too (the recursive one drifts in finite precision).
+    stalled = bool((rs.sqrt() > target).any())
+    true_res = (b - apply(x)).norm(dim=0)
+    bnorm = b.norm(dim=0)
+    if stalled or bool((true_res > 10 * target).any()):
+        rel = float((true_res / bnorm.clamp_min(torch.finfo(b.dtype).tiny)).max())
+        warnings.warn(
+            f"conjugate gradient did not converge: relative residual {rel:.3e} > rtol {rtol:.1e} after {iters} "
+            f"iterations (max_iter={max_iter}); raise max_iter or damping, or use structure='dense'",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return x
+
+
+class DenseCurvature(Curvature):
+    """A stored symmetric P×P matrix. ``solve`` uses a Cholesky factorisation of F + λI."""
+
+    def __init__(self, matrix: torch.Tensor):
+        if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
+            raise ValueError(f"matrix must be a square (P, P) tensor, got {shape}")
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matmat(self, m):
+        return self.matrix @ m
+
+    def dense(self):
+        return self.matrix
+
+    def diag(self):
+        return self.matrix.diagonal().clone()
+
+    def trace(self):
+        return self.matrix.diagonal().sum()
+
+    def solve(self, v, damping, **_ignored):
+        """(F + damping·I)⁻¹ v by Cholesky (exact up to round-off); damping > 0."""
+        damping = _check_damping(damping)
+        b, was_vector = self._check_vector(v)
+        a = self.matrix + damping * torch.eye(self.size, dtype=self.dtype, device=self.device)
+        chol, info = torch.linalg.cholesky_ex(a)
+        if int(info) != 0:
+            raise ValueError(
+                "F + damping·I is not positive definite (Cholesky failed): the matrix is not PSD or damping is "
+                "too small for its round-off"
+            )
+        x = torch.cholesky_solve(b.to(dtype=self.dtype, device=self.device), chol)
+        return x.squeeze(1) if was_vector else x
+
+
+class DiagCurvature(Curvature):
+    """A diagonal matrix diag(d): ``mv`` is elementwise, ``dense`` is ``torch.diag(d)``."""
+
+    def __init__(self, diagonal: torch.Tensor):
+        if not isinstance(diagonal, torch.Tensor) or diagonal.ndim != 1:
+            shape = tuple(diagonal.shape) if isinstance(diagonal, torch.Tensor) else type(diagonal).__name__
+            raise ValueError(f"diagonal must be a (P,) tensor, got {shape}")
+        super().__init__(diagonal.shape[0], diagonal.dtype, diagonal.device)
+        self.diagonal = diagonal
+
+    def _matmat(self, m):
+        return self.diagonal.unsqueeze(1) * m
+
+    def dense(self):
+        return torch.diag(self.diagonal)
+
+    def diag(self):
+        return self.diagonal.clone()
+
+    def trace(self):
+        return self.diagonal.sum()
+
+    def solve(self, v, damping, **_ignored):
+        """(diag(d) + damping·I)⁻¹ v, elementwise; damping > 0."""
+        damping = _check_damping(damping)
+        b, was_vector = self._check_vector(v)
+        x = b.to(dtype=self.dtype, device=self.device) / (self.diagonal.unsqueeze(1) + damping)
+        return x.squeeze(1) if was_vector else x
+
+
+class OutputMetric:
+    """The per-example output-space matrices M_n (C×C) of a Gauss–Newton form F = Σ_n J_nᵀ M_n J_n.
+
+    Two kinds:
+
+    - ``OutputMetric.true(likelihood, output)``: M_n = Λ(f_n), the likelihood's
+      Fisher information in its output (exact expectation over y ~ p(y|f_n)).
+    - ``OutputMetric.sampled(residuals)``: M_n = R_nᵀ R_n from rows R_n (K, C),
+      e.g. R_nk = ∇_f log p(y_nk | f_n)/√K for K targets per example; then
+      J_nᵀ M_n J_n = (1/K) Σ_k g_nk g_nkᵀ with the Fisher scores g_nk = J_nᵀ ∇_f log p(y_nk|f_n).
+
+    Methods take a slice of examples and a block m (n, C, ...).
+    """
+
+    def __init__(self, output: torch.Tensor, likelihood: Likelihood | None = None, residuals: torch.Tensor | None = None):
+        self.output = output
+        self.likelihood = likelihood
+        self.residuals = residuals
+
+    @classmethod
+    def true(cls, likelihood: Likelihood, output: torch.Tensor) -> "OutputMetric":
+        return cls(output.detach(), likelihood=likelihood)
+
+    @classmethod
+    def sampled(cls, residuals: torch.Tensor) -> "OutputMetric":
+        if residuals.ndim != 3:
+            raise ValueError(f"residuals must have shape (N, K, C), got {tuple(residuals.shape)}")
+        return cls(None, residuals=residuals.detach())
+
+    def mm(self, sl: slice, m: torch.Tensor) -> torch.Tensor:
+        """M_n m_n for the examples in ``sl``: (n, C, ...) → (n, C, ...)."""
+        if self.likelihood is not None:
+            return self.likelihood.precision_mm(self.output[sl], m)
+        r = self.residuals[sl]  # (n, K, C)
+        rm = torch.einsum("nkc,nc...->nk...", r, m)
+        return torch.einsum("nkc,nk...->nc...", r, rm)
+
+    def factor_mm(self, sl: slice, m: torch.Tensor) -> torch.Tensor:
+        """B_n m_n with B_nᵀ B_n = M_n: (n, C, ...) → (n, K, ...)."""
+        if self.likelihood is not None:
+            return self.likelihood.precision_factor_mm(self.output[sl], m)
+        return torch.einsum("nkc,nc...->nk...", self.residuals[sl], m)
+
+    @property
+    def n_outputs(self) -> int:
+        return (self.output if self.likelihood is not None else self.residuals).shape[-1]
+
+
+def _ggn_dense(model: nn.Module, params, inputs: torch.Tensor, metric: OutputMetric) -> torch.Tensor:
+    """Σ_n J_nᵀ M_n J_n (P, P), accumulated over chunks of per-example Jacobians."""
+    size = sum(p.numel() for p in params.values())
+    first = next(iter(params.values()))
+    out = torch.zeros(size, size, dtype=first.dtype, device=first.device)
+    for sl, jac in _iter_jacobians(model, params, inputs, metric.n_outputs):
+        mj = metric.mm(sl, jac)
+        out += jac.reshape(-1, size).T @ mj.reshape(-1, size)
+    return (out + out.T) / 2
+
+
+def _ggn_diag(model: nn.Module, params, inputs: torch.Tensor, metric: OutputMetric) -> torch.Tensor:
+    """diag Σ_n J_nᵀ B_nᵀ B_n J_n = Σ_n Σ_k ((B_n J_n)[k, :])² (P,), never forming P×P."""
+    size = sum(p.numel() for p in params.values())
+    first = next(iter(params.values()))
+    out = torch.zeros(size, dtype=first.dtype, device=first.device)
+    for sl, jac in _iter_jacobians(model, params, inputs, metric.n_outputs):
+        out += (metric.factor_mm(sl, jac) ** 2).sum((0, 1))
+    return out
+
+
+class ImplicitCurvature(Curvature):
+    """Matrix-free F = scale · Σ_n J_nᵀ M_n J_n for a model on a batch of inputs.
+
+    ``F v`` costs one forward-mode product u = J v (``torch.func.jvp`` through the
+    whole batch), the output-space product M u, and one reverse-mode product
+    Jᵀ(M u) (``torch.func.vjp``, whose graph is built once and kept). Nothing of
+    size P×P or N×P is stored.
+
+    For the true Fisher M_n = Λ(f_n) (exact expectation). For the Monte Carlo and
+    the empirical Fisher, M_n = (1/K) Σ_k r_nk r_nkᵀ with r_nk = ∇_f log p(y_nk|f_n),
+    so that F v = Σ_n (1/K) Σ_k g_nk (g_nkᵀ v) = Gᵀ(G v) for the per-example score
+    matrix G (rows g_nk = J_nᵀ r_nk): the same matrix, computed through the
+    output space.
+
+    ``diag()`` is exact, from per-example Jacobians in chunks (cost of N·C
+    backward passes, no P×P). ``dense()`` applies F to the P unit vectors (P/64
+    batched products): only for moderate P. ``solve`` is conjugate gradient.
+
+    The parameters are copied at construction, so F is the curvature at those
+    values even if the model is updated afterwards.
+
+    Args:
+        model: maps inputs (N, ...) to outputs (N, C), examples independent.
+        inputs: (N, ...).
+        metric: the ``OutputMetric`` M_n.
+        scale: multiplies F (1/N for ``reduction="mean"``).
+    """
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, metric: OutputMetric, scale: float = 1.0):
+        # a snapshot: F stays the curvature at the parameters it was built at, even if the
+        # model is trained in place afterwards (buffers are read live from the model)
+        params = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        if not params:
+            raise ValueError("the model has no parameter that requires grad")
+        first = next(iter(params.values()))
+        super().__init__(sum(p.numel() for p in params.values()), first.dtype, first.device)
+        self.model = model
+        self.inputs = inputs
+        self.metric = metric
+        self.scale = float(scale)
+        self._params = params
+        self._vjp_fn = None
+
+    def _f(self, params):
+        return functional_call(self.model, params, (self.inputs,))
+
+    def _single(self, v: torch.Tensor) -> torch.Tensor:
+        if self._vjp_fn is None:
+            _, self._vjp_fn = vjp(self._f, self._params)
+        _, jv = jvp(self._f, (self._params,), (_unflatten(v, self._params),))
+        u = self.metric.mm(slice(None), jv.unsqueeze(-1)).squeeze(-1)
+        (g,) = self._vjp_fn(u)
+        return _flatten(g, self._params, lead=0) * self.scale
+
+    def _matmat(self, m):
+        if m.shape[1] == 1:
+            return self._single(m[:, 0]).unsqueeze(1)
+        if self._vjp_fn is None:
+            _, self._vjp_fn = vjp(self._f, self._params)
+        cols = [vmap(self._single, in_dims=1, out_dims=1)(m[:, i : i + _COLUMN_CHUNK])
+                for i in range(0, m.shape[1], _COLUMN_CHUNK)]
+        return torch.cat(cols, dim=1)
+
+    def dense(self):
+        """F as a P×P matrix from P matrix-free products (cost ≈ P/64 batched forward+backward passes)."""
+        if self.size > MAX_DENSE_SIZE:
+            warnings.warn(
+                f"building a dense {self.size}×{self.size} matrix from an implicit curvature "
+                f"(more than MAX_DENSE_SIZE={MAX_DENSE_SIZE} parameters): slow and memory-hungry",
+                UserWarning,
+                stacklevel=2,
+            )
+        return super().dense()
+
+    def diag(self):
+        """The exact diagonal, from per-example Jacobians (chunked; never P×P)."""
+        return _ggn_diag(self.model, self._params, self.inputs, self.metric) * self.scale
