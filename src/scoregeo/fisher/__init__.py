@@ -16,6 +16,14 @@ from .kfac import KFACCurvature, kfac_fisher
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
 from .operators import Curvature, DenseCurvature, DiagCurvature, ImplicitCurvature, OutputMetric
 from .scores import jacobians, parameter_vector_size, score
+from .uses import (
+    KLCurvatureCheck,
+    NaturalGradient,
+    SolveInfo,
+    cramer_rao_bound,
+    ewc_penalty,
+    kl_curvature_check,
+)
 
 __all__ = [
     "fim",
@@ -37,4 +45,10 @@ __all__ = [
     "KINDS",
     "STRUCTURES",
     "REDUCTIONS",
+    "NaturalGradient",
+    "SolveInfo",
+    "ewc_penalty",
+    "kl_curvature_check",
+    "KLCurvatureCheck",
+    "cramer_rao_bound",
 ]
