@@ -554,3 +554,64 @@ def test_implicit_curvature_is_a_snapshot_of_the_parameters():
             p.add_(0.5)
     _assert_close(implicit @ v, first, what="after an in-place update")
     _assert_close(implicit.dense(), before, what="dense after an in-place update")
+
+
+# ------------------------------------------------ exact diagonal through layer hooks
+def _diag_models():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.Tanh(), nn.Linear(6, 3))
+    cnn = nn.Sequential(
+        nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Tanh(), nn.Conv2d(3, 4, 2, stride=1, padding=0),
+        nn.Flatten(), nn.Linear(4 * 2 * 2, 3),
+    )
+    no_bias = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4, bias=False),
+        nn.Tanh(), nn.Linear(4, 3),
+    )
+    inplace = nn.Sequential(
+        nn.Linear(5, 7), nn.ReLU(inplace=True), nn.Linear(7, 6), nn.ReLU(inplace=True), nn.Linear(6, 3)
+    )
+    return {m: m_.to(DT) for m, m_ in {"mlp": mlp, "cnn": cnn, "no_bias": no_bias, "inplace": inplace}.items()}
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "no_bias", "inplace"])
+@pytest.mark.parametrize("lik", ["categorical", "bernoulli", "gaussian"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_hook_diagonal_equals_dense_diagonal(name, lik, reduction):
+    from scoregeo.fisher import kfac
+
+    model = _diag_models()[name]
+    x = _randn(7, 5, seed=1) if name in ("mlp", "inplace") else _randn(7, 2, 6, 6, seed=1)
+    variance = torch.tensor([0.5, 2.0, 1.5], dtype=DT) if lik == "gaussian" else None
+    kw = dict(reduction=reduction, variance=variance)
+    assert kfac._exact_diag(model, x, sf.likelihoods.get_likelihood(lik, variance)) is not None
+    d = sf.fim(model, x, lik, structure="diag", **kw).diag()
+    ref = torch.diagonal(sf.fim(model, x, lik, structure="dense", **kw).dense())
+    _assert_close(d, ref, 1e-12, f"{name} {lik} {reduction}")
+
+
+@pytest.mark.parametrize("kind", ["mc", "empirical"])
+def test_hook_diagonal_sampled_kinds_equal_dense_diagonal(kind):
+    model = _diag_models()["cnn"]
+    x = _randn(7, 2, 6, 6, seed=1)
+    kw = dict(kind=kind, targets=torch.tensor([0, 1, 2, 0, 1, 2, 0]), n_samples=3)
+    d = sf.fim(model, x, "categorical", structure="diag", generator=_gen(3), **kw).diag()
+    ref = torch.diagonal(sf.fim(model, x, "categorical", structure="dense", generator=_gen(3), **kw).dense())
+    _assert_close(d, ref, 1e-12, kind)
+
+
+def test_diagonal_falls_back_to_jacobians_for_other_layers():
+    from scoregeo.fisher import kfac
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3)).to(DT)
+    x = _randn(7, 5, seed=1)
+    assert kfac._exact_diag(model, x, sf.likelihoods.get_likelihood("categorical")) is None
+    d = sf.fim(model, x, "categorical", structure="diag").diag()
+    _assert_close(d, torch.diagonal(sf.fim(model, x, "categorical", structure="dense").dense()), 1e-12, "layernorm")
+    # a layer applied twice is also left to the Jacobian path
+    lin = nn.Linear(3, 3).to(DT)
+    twice = nn.Sequential(nn.Linear(5, 3), nn.Tanh(), lin, nn.Tanh(), lin).to(DT)
+    assert kfac._exact_diag(twice, x, sf.likelihoods.get_likelihood("categorical")) is None
+    d = sf.fim(twice, x, "categorical", structure="diag").diag()
+    _assert_close(d, torch.diagonal(sf.fim(twice, x, "categorical", structure="dense").dense()), 1e-12, "twice")

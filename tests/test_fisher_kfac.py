@@ -492,3 +492,25 @@ def test_argument_errors():
     for bad in (-1.0, 0.0):
         with pytest.raises(ValueError, match="damping"):
             K.solve(torch.ones(K.size), bad)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_backward_passes_go_to_layer_outputs_unless_modified_in_place(monkeypatch, inplace):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=inplace), nn.Linear(4, 3)).to(DT)
+    reference = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3)).to(DT)
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(6, 3, dtype=DT, generator=torch.Generator().manual_seed(1))
+    params = {id(p) for p in model.parameters()}
+    seen = []
+    grad = torch.autograd.grad
+
+    def recording_grad(outputs, inputs, *args, **kwargs):
+        seen.append(all(id(t) in params for t in inputs))
+        return grad(outputs, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", recording_grad)
+    got = kfac_fisher(model, x, Categorical()).dense()
+    monkeypatch.setattr(torch.autograd, "grad", grad)
+    assert seen == [inplace] * 3  # C = 3 passes: to the parameters only after an in-place change
+    assert torch.allclose(got, kfac_fisher(reference, x, Categorical()).dense(), rtol=0, atol=1e-14)

@@ -67,7 +67,10 @@ def fim(
         structure:
             - "dense": a ``DenseCurvature`` (P×P; refused above
               ``operators.MAX_DENSE_SIZE`` parameters);
-            - "diag": a ``DiagCurvature`` holding the exact diagonal, computed
+            - "diag": a ``DiagCurvature`` holding the exact diagonal; when every
+              trainable parameter belongs to an ``nn.Linear`` or ``nn.Conv2d``
+              (groups=1) it is accumulated by layer hooks over one backward pass
+              per row of B (``scoregeo.fisher.kfac``), otherwise computed
               from per-example Jacobians and a square root Λ = BᵀB (for
               "categorical" rows √p_c (e_c − p)) as Σ_n Σ_k ((B_n J_n)[k, i])²,
               without forming P×P;
@@ -129,6 +132,15 @@ def fim(
             generator=generator,
         )
 
+    n = inputs.shape[0] if reduction == "mean" else 1
+    if structure == "diag":
+        from .kfac import _exact_diag
+
+        # Models built from nn.Linear / nn.Conv2d: layer hooks, no per-example Jacobians.
+        diag = _exact_diag(model, inputs, lik, kind=kind, targets=targets, n_samples=n_samples, generator=generator)
+        if diag is not None:
+            return DiagCurvature(diag / n)
+
     if kind == "true":
         metric = OutputMetric.true(lik, output)
     else:
@@ -139,7 +151,6 @@ def fim(
             residuals = lik.output_score(output, targets).unsqueeze(1)  # (N, 1, C)
         metric = OutputMetric.sampled(residuals)
 
-    n = inputs.shape[0] if reduction == "mean" else 1
     if structure == "dense":
         return DenseCurvature(_ggn_dense(model, params, inputs, metric) / n)
     if structure == "diag":

@@ -70,7 +70,9 @@ must be applied once per forward pass (ValueError otherwise), and its
 parameters must not be used outside it.
 
 Cost: one forward pass; then K backward passes through the retained graph
-(``torch.autograd.grad`` to the supported layers' parameters), K = C for
+(``torch.autograd.grad`` to the captured layer outputs, so no parameter gradient is
+formed; to the layers' parameters instead when an output was modified in place
+after its layer), K = C for
 "true", ``n_samples`` for "mc" and 1 for "empirical". Each backward pass adds
 O(Σ_layers R·d_out²) for G; A costs O(Σ_layers R·d_in²) once. Memory: the
 factors, plus the autograd graph of one forward pass.
@@ -381,52 +383,20 @@ def kfac_fisher(
     likelihood = get_likelihood(likelihood)
 
     layers, params, total = _collect_layers(model)
-    by_module = {id(layer.module): layer for layer in layers}
 
-    def forward_hook(module, args, kwargs, output):
-        layer = by_module[id(module)]
-        layer.calls += 1
-        if layer.calls > 1:
-            raise ValueError(
-                f"layer {_describe(layer.name, module)} is called more than once in one forward pass; "
-                "K-FAC here supports each layer being applied once"
-            )
-        x = args[0] if args else kwargs["input"]
-        with torch.no_grad():
-            rows = _layer_rows(layer, x.detach())
-            layer.A_sum = rows.T @ rows
-            layer.rows = rows.shape[0]
-        if output.requires_grad:
+    def on_input(layer, x):
+        rows = _layer_rows(layer, x)
+        layer.A_sum = rows.T @ rows
+        layer.rows = rows.shape[0]
 
-            def grad_hook(g, layer=layer):
-                with torch.no_grad():
-                    r = _output_rows(layer.module, g.detach())
-                    contrib = r.T @ r
-                    layer.G_sum = contrib if layer.G_sum is None else layer.G_sum + contrib
+    def on_grad(layer, g):
+        r = _output_rows(layer.module, g)
+        contrib = r.T @ r
+        layer.G_sum = contrib if layer.G_sum is None else layer.G_sum + contrib
 
-            # A tensor hook (unlike autograd.grad w.r.t. `output`) sees the gradient of the
-            # value the layer produced even if a later op (e.g. ReLU(inplace=True)) modifies it.
-            output.register_hook(grad_hook)
-
-    handles = [layer.module.register_forward_hook(forward_hook, with_kwargs=True) for layer in layers]
-    try:
-        with torch.enable_grad():
-            output = model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    likelihood.check_output(output)
-    n = output.shape[0]
-
-    vectors, mc_scale = _backprop_vectors(likelihood, output, kind, targets, n_samples, generator)
-    layer_params = [p for layer in layers for p in layer.params]
-    for i, b in enumerate(vectors):
-        grads = torch.autograd.grad(
-            output, layer_params, grad_outputs=b.to(output.dtype), retain_graph=i < len(vectors) - 1,
-            allow_unused=True,
-        )
-        if i == 0:
-            _check_uncalled_layers(layers, layer_params, grads)
+    n, mc_scale = _capture(
+        model, inputs, likelihood, layers, on_input, on_grad, kind, targets, n_samples, generator
+    )
 
     dtype, device = params[0].dtype, params[0].device
     blocks = []
@@ -455,11 +425,153 @@ def kfac_fisher(
     return KFACCurvature(blocks, total, dtype, device)
 
 
-def _check_uncalled_layers(layers, layer_params, grads) -> None:
+class _Unsupported(Exception):
+    """The model's layers are called in a way the layer-hook machinery does not handle."""
+
+
+def _capture(model, inputs, likelihood, layers, on_input, on_grad, kind, targets, n_samples, generator,
+             check_input=None, error=ValueError):
+    """One forward pass with layer hooks, then one backward pass per output-space vector b.
+
+    ``on_input(layer, x)`` receives each layer's (detached) input once, ``on_grad(layer, g)``
+    the gradient ∂(bᵀf)/∂s of its output s in every backward pass (both under ``no_grad``).
+    ``check_input(layer, x)``, if given, is called first and may raise :class:`_Unsupported`;
+    ``error`` is the exception raised for a layer called twice or parameters used outside
+    their (never called) layer.
+    The backward passes go to the captured layer outputs (no parameter gradients are
+    computed), except when an output was modified in place after its layer (its
+    ``_version`` changed, e.g. by ``ReLU(inplace=True)``): autograd.grad w.r.t. such a
+    tensor is refused or wrong, so the passes then go to the layers' parameters (the
+    tensor hooks still see the gradient of the value the layer produced). The first pass
+    also goes to the parameters when a layer was never called, to detect its parameters
+    being used elsewhere. Returns (N, scale of the accumulated outer products).
+    """
+    by_module = {id(layer.module): layer for layer in layers}
+    captured: list[tuple[torch.Tensor, int]] = []
+
+    def forward_hook(module, args, kwargs, output):
+        layer = by_module[id(module)]
+        layer.calls += 1
+        if layer.calls > 1:
+            raise error(
+                f"layer {_describe(layer.name, module)} is called more than once in one forward pass; "
+                "K-FAC here supports each layer being applied once"
+            )
+        x = args[0] if args else kwargs["input"]
+        if check_input is not None:
+            check_input(layer, x)
+        with torch.no_grad():
+            on_input(layer, x.detach())
+        if output.requires_grad:
+
+            def grad_hook(g, layer=layer):
+                with torch.no_grad():
+                    on_grad(layer, g.detach())
+
+            # A tensor hook (unlike autograd.grad w.r.t. `output`) sees the gradient of the
+            # value the layer produced even if a later op (e.g. ReLU(inplace=True)) modifies it.
+            output.register_hook(grad_hook)
+            captured.append((output, output._version))
+
+    handles = [layer.module.register_forward_hook(forward_hook, with_kwargs=True) for layer in layers]
+    try:
+        with torch.enable_grad():
+            output = model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    likelihood.check_output(output)
+
+    vectors, mc_scale = _backprop_vectors(likelihood, output, kind, targets, n_samples, generator)
+    layer_params = [p for layer in layers for p in layer.params]
+    layer_outputs = [o for o, _ in captured]
+    modified = any(o._version != v for o, v in captured)
+    uncalled = any(layer.calls == 0 for layer in layers)
+    for i, b in enumerate(vectors):
+        to_params = modified or (uncalled and i == 0) or not layer_outputs
+        grads = torch.autograd.grad(
+            output, layer_params if to_params else layer_outputs, grad_outputs=b.to(output.dtype),
+            retain_graph=i < len(vectors) - 1, allow_unused=True,
+        )
+        if i == 0 and uncalled:
+            _check_uncalled_layers(layers, layer_params, grads, error)
+    return output.shape[0], mc_scale
+
+
+def _exact_diag(model, inputs, likelihood, kind="true", targets=None, n_samples=1, generator=None):
+    """Exact diagonal of Σ_n J_nᵀ (Σ_k b_{n,k} b_{n,k}ᵀ) J_n (reduction "sum") through layer hooks.
+
+    Same output-space vectors b and passes as :func:`kfac_fisher`; per pass the
+    per-example gradient of bᵀf w.r.t. a weight is g_n ā_nᵀ (Linear) or
+    Σ_t g_{n,t} ā_{n,t}ᵀ (Conv2d, ā the input patches), whose squares summed over
+    n and the passes give the diagonal. For a Linear layer Σ_n (g_n ā_nᵀ)∘(g_n ā_nᵀ)
+    = Sᵀ (a∘a) with S = Σ_passes g∘g (N, d_out). Returns None (the caller then
+    uses per-example Jacobians) unless every trainable parameter is the weight or
+    bias of an ``nn.Linear`` on (N, in) inputs or an ``nn.Conv2d`` (groups=1) on
+    (N, C, H, W) inputs, each called at most once and its parameters used nowhere else.
+    """
+    likelihood = get_likelihood(likelihood)
+    try:
+        layers, params, total = _collect_layers(model)
+    except ValueError:
+        return None
+    n = inputs.shape[0]
+    acc: dict[int, dict] = {id(layer): {} for layer in layers}
+
+    def check_input(layer, x):
+        want = 4 if isinstance(layer.module, nn.Conv2d) else 2
+        if layer.calls > 1 or not isinstance(x, torch.Tensor) or x.ndim != want or x.shape[0] != n:
+            raise _Unsupported
+
+    def on_input(layer, x):
+        st = acc[id(layer)]
+        if isinstance(layer.module, nn.Conv2d):
+            rows = _conv_patches(layer.module, x)  # (N·L, D)
+            st["patches"] = rows.reshape(n, -1, rows.shape[1])
+        else:
+            st["a2"] = x * x
+
+    def on_grad(layer, g):
+        st = acc[id(layer)]
+        if isinstance(layer.module, nn.Conv2d):
+            g = g.flatten(2)  # (N, d_out, L)
+            if layer.weight_pos is not None:
+                gw = torch.bmm(g, st["patches"])  # (N, d_out, D): per-example weight gradients
+                st["w"] = st.get("w", 0) + (gw * gw).sum(0)
+            if layer.bias_pos is not None:
+                gb = g.sum(2)
+                st["b"] = st.get("b", 0) + (gb * gb).sum(0)
+        else:
+            st["S"] = st.get("S", 0) + g * g
+
+    try:
+        _, scale = _capture(
+            model, inputs, likelihood, layers, on_input, on_grad, kind, targets, n_samples, generator,
+            check_input=check_input, error=_Unsupported,
+        )
+    except _Unsupported:
+        return None
+
+    dtype, device = params[0].dtype, params[0].device
+    out = torch.zeros(total, dtype=dtype, device=device)
+    for layer in layers:
+        st = acc[id(layer)]
+        if isinstance(layer.module, nn.Linear) and "S" in st:
+            if layer.weight_pos is not None:
+                st["w"] = st["S"].T @ st["a2"]
+            st["b"] = st["S"].sum(0)
+        if layer.weight_pos is not None and "w" in st:
+            out[layer.weight_pos.reshape(-1).to(device)] = st["w"].reshape(-1).to(dtype)
+        if layer.bias_pos is not None and "b" in st:
+            out[layer.bias_pos.to(device)] = st["b"].to(dtype)
+    return out * scale
+
+
+def _check_uncalled_layers(layers, layer_params, grads, error=ValueError) -> None:
     grad_of = {id(p): g for p, g in zip(layer_params, grads)}
     for layer in layers:
         if layer.calls == 0 and any(grad_of[id(p)] is not None for p in layer.params):
-            raise ValueError(
+            raise error(
                 f"the parameters of layer {_describe(layer.name, layer.module)} are used outside its forward "
                 "(the layer itself is never called), so its inputs and output gradients cannot be captured"
             )
