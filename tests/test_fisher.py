@@ -615,3 +615,35 @@ def test_diagonal_falls_back_to_jacobians_for_other_layers():
     assert kfac._exact_diag(twice, x, sf.likelihoods.get_likelihood("categorical")) is None
     d = sf.fim(twice, x, "categorical", structure="diag").diag()
     _assert_close(d, torch.diagonal(sf.fim(twice, x, "categorical", structure="dense").dense()), 1e-12, "twice")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["true", "mc"])
+def test_implicit_product_paths_agree(arch, kind):
+    # ImplicitCurvature computes J v either by the cached double vjp ("vjp") or by
+    # forward mode ("jvp"); both must give the same F v and F V, and "auto" picks
+    # "jvp" exactly when the model has a convolution.
+    torch.manual_seed(0)
+    if arch == "mlp":
+        model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)).to(DT)
+        x = _randn(7, 6, seed=1)
+    else:
+        model = nn.Sequential(
+            nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(2, 3, 3), nn.Tanh(),
+            nn.Flatten(), nn.Linear(3 * 2 * 2, 3),
+        ).to(DT)
+        x = _randn(7, 1, 8, 8, seed=1)
+    F = sf.fim(model, x, "categorical", kind=kind, structure="implicit", generator=_gen(2))
+    assert F.product == ("jvp" if arch == "cnn" else "vjp")
+    ops = {p: operators.ImplicitCurvature(model, x, F.metric, scale=F.scale, product=p) for p in ("vjp", "jvp")}
+    for op in ops.values():
+        assert op.product in ("vjp", "jvp")
+    v = _randn(F.size, seed=3)
+    V = _randn(F.size, 5, seed=4)
+    a, b = ops["vjp"].mv(v), ops["jvp"].mv(v)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12 * b.abs().max())
+    A, B = ops["vjp"].mv(V), ops["jvp"].mv(V)
+    assert torch.allclose(A, B, rtol=0, atol=1e-12 * B.abs().max())
+    assert torch.allclose(F.mv(v), a if arch == "mlp" else b, rtol=0, atol=1e-12 * b.abs().max())
+    with pytest.raises(ValueError, match="product"):
+        operators.ImplicitCurvature(model, x, F.metric, product="bogus")

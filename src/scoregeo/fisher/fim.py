@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from . import operators
@@ -76,7 +77,9 @@ def fim(
               without forming P×P;
             - "kfac": Kronecker-factored blocks (``scoregeo.fisher.kfac``);
             - "implicit": an ``ImplicitCurvature``: matrix-free products by
-              forward- and reverse-mode autodiff.
+              reverse-mode autodiff (J v by a cached double vjp, or by forward mode
+              for models with convolutions; see its docstring). Its vjp graph is
+              built here, from the one forward pass ``fim`` needs.
         targets: labels, required for (and only used by) kind="empirical";
             class indices (N,) for "categorical", (N, C) for "bernoulli" and "gaussian".
         reduction: "sum" (default) over examples, or "mean" (the sum divided by N).
@@ -113,7 +116,27 @@ def fim(
             f"structure='dense' would build a {size}×{size} matrix (more than MAX_DENSE_SIZE="
             f"{operators.MAX_DENSE_SIZE} parameters); use structure='diag', 'kfac' or 'implicit'"
         )
-    output = _forward(model, inputs)
+    n = inputs.shape[0] if reduction == "mean" else 1
+    implicit = None
+    output = None
+    if structure == "implicit":
+        # the output comes from the forward pass that builds the operator's vjp graph
+        # (no separate forward); anything unexpected goes through _forward's checks
+        implicit = ImplicitCurvature(model, inputs, None, scale=1.0 / n)
+        try:
+            output = implicit._prepare()
+        except Exception:
+            output = None
+        if not (
+            isinstance(output, torch.Tensor)
+            and output.ndim == 2
+            and output.shape[0] == inputs.shape[0]
+            and output.is_floating_point()
+            and bool(torch.isfinite(output).all())
+        ):
+            output = None
+    if output is None:
+        output = _forward(model, inputs)
     lik.check_output(output)
     if kind == "empirical":
         targets = lik.check_targets(output, targets)
@@ -132,7 +155,6 @@ def fim(
             generator=generator,
         )
 
-    n = inputs.shape[0] if reduction == "mean" else 1
     if structure == "diag":
         from .kfac import _exact_diag
 
@@ -155,4 +177,5 @@ def fim(
         return DenseCurvature(_ggn_dense(model, params, inputs, metric) / n)
     if structure == "diag":
         return DiagCurvature(_ggn_diag(model, params, inputs, metric) / n)
-    return ImplicitCurvature(model, inputs, metric, scale=1.0 / n)
+    implicit.metric = metric
+    return implicit

@@ -327,10 +327,25 @@ def _ggn_diag(model: nn.Module, params, inputs: torch.Tensor, metric: OutputMetr
 class ImplicitCurvature(Curvature):
     """Matrix-free F = scale · Σ_n J_nᵀ M_n J_n for a model on a batch of inputs.
 
-    ``F v`` costs one forward-mode product u = J v (``torch.func.jvp`` through the
-    whole batch), the output-space product M u, and one reverse-mode product
-    Jᵀ(M u) (``torch.func.vjp``, whose graph is built once and kept). Nothing of
-    size P×P or N×P is stored.
+    ``F v`` costs one product u = J v, the output-space product M u, and one
+    reverse-mode product Jᵀ(M u) (``torch.func.vjp``, whose graph is built once
+    and kept). Nothing of size P×P or N×P is stored. J v is computed one of two
+    ways (``product``), which give the same result up to float rounding:
+
+    - ``"vjp"`` (the "transpose trick"): J v is the vector-Jacobian product of the
+      kept vjp function itself with respect to its cotangent, u ↦ Jᵀu being linear
+      with Jacobian Jᵀ. That double-vjp graph is built once (on the first product)
+      and reused, so no product re-runs the forward pass: about twice as fast as
+      ``"jvp"`` on MLPs.
+    - ``"jvp"``: forward-mode ``torch.func.jvp`` through the whole batch, which
+      re-runs the forward pass on every product. Used for models with
+      convolutions, whose double backward is slow (measured 3.0 → 5.2 ms per
+      product with ``"vjp"`` on a small CNN).
+
+    The default ``product="auto"`` picks ``"jvp"`` if the model contains any
+    ``nn.Conv1d/2d/3d`` or ``nn.ConvTranspose*`` module (``torch.nn.modules.conv._ConvNd``)
+    and ``"vjp"`` otherwise — a fixed rule, not a timing, so the choice is
+    deterministic.
 
     For the true Fisher M_n = Λ(f_n) (exact expectation). For the Monte Carlo and
     the empirical Fisher, M_n = (1/K) Σ_k r_nk r_nkᵀ with r_nk = ∇_f log p(y_nk|f_n),
@@ -350,9 +365,24 @@ class ImplicitCurvature(Curvature):
         inputs: (N, ...).
         metric: the ``OutputMetric`` M_n.
         scale: multiplies F (1/N for ``reduction="mean"``).
+        product: how J v is computed: "auto" (default), "vjp" or "jvp" (see above).
     """
 
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, metric: OutputMetric, scale: float = 1.0):
+    PRODUCTS = ("auto", "vjp", "jvp")
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        metric: OutputMetric,
+        scale: float = 1.0,
+        product: str = "auto",
+    ):
+        if product not in self.PRODUCTS:
+            raise ValueError(f"product must be one of {self.PRODUCTS}, got {product!r}")
+        if product == "auto":
+            has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+            product = "jvp" if has_conv else "vjp"
         # a snapshot: F stays the curvature at the parameters it was built at, even if the
         # model is trained in place afterwards (buffers are read live from the model)
         params = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
@@ -365,15 +395,33 @@ class ImplicitCurvature(Curvature):
         self.metric = metric
         self.scale = float(scale)
         self._params = params
+        self.product = product
         self._vjp_fn = None
+        self._jvp_fn = None  # the double vjp v ↦ J v (product="vjp")
 
     def _f(self, params):
         return functional_call(self.model, params, (self.inputs,))
 
+    def _prepare(self):
+        """Build (once) the vjp graph, and for product="vjp" the double-vjp graph on top of it.
+
+        Returns the model output of that forward pass (``fim`` reuses it instead of a
+        separate forward), or None if the graphs were already built.
+        """
+        if self._vjp_fn is not None:
+            return None
+        out, vjp_fn = vjp(self._f, self._params)
+        if self.product == "vjp":
+            _, self._jvp_fn = vjp(vjp_fn, torch.zeros_like(out))
+        self._vjp_fn = vjp_fn
+        return out
+
     def _single(self, v: torch.Tensor) -> torch.Tensor:
-        if self._vjp_fn is None:
-            _, self._vjp_fn = vjp(self._f, self._params)
-        _, jv = jvp(self._f, (self._params,), (_unflatten(v, self._params),))
+        self._prepare()
+        if self.product == "vjp":
+            (jv,) = self._jvp_fn((_unflatten(v, self._params),))
+        else:
+            _, jv = jvp(self._f, (self._params,), (_unflatten(v, self._params),))
         u = self.metric.mm(slice(None), jv.unsqueeze(-1)).squeeze(-1)
         (g,) = self._vjp_fn(u)
         return _flatten(g, self._params, lead=0) * self.scale
@@ -381,8 +429,7 @@ class ImplicitCurvature(Curvature):
     def _matmat(self, m):
         if m.shape[1] == 1:
             return self._single(m[:, 0]).unsqueeze(1)
-        if self._vjp_fn is None:
-            _, self._vjp_fn = vjp(self._f, self._params)
+        self._prepare()
         cols = [vmap(self._single, in_dims=1, out_dims=1)(m[:, i : i + _COLUMN_CHUNK])
                 for i in range(0, m.shape[1], _COLUMN_CHUNK)]
         return torch.cat(cols, dim=1)
