@@ -19,6 +19,7 @@ output; 2 usage error (bad options, unreadable data or model files).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -264,8 +265,7 @@ def _number(kind: type, lowest: float, inclusive: bool, expected: str) -> Callab
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not (value >= lowest if inclusive else value > lowest) or value in (float("inf"), float("nan")) \
-                or value != value:
+        if not math.isfinite(value) or not (value >= lowest if inclusive else value > lowest):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
@@ -282,7 +282,7 @@ def _point(text: str) -> list[float]:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated coordinates like 1.5,-0.2, got {text!r}") from None
-    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+    if not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"coordinates must be finite, got {text!r}")
     return values
 

@@ -41,6 +41,12 @@ def _training_data(run: dict[str, Any]) -> torch.Tensor:
     return datasets.get(run["data"], n=run["n"], generator=torch.Generator().manual_seed(run["seed"]))
 
 
+def _run_data(model_dir: Path) -> torch.Tensor | None:
+    """The training data of the run in ``model_dir`` if it has a ``run.json`` (``scoregeo train`` writes one)."""
+    run_path = Path(model_dir) / RUN_FILE
+    return _training_data(json.loads(run_path.read_text())) if run_path.is_file() else None
+
+
 def _is_toy(spec: str) -> bool:
     return spec in datasets.TOYS
 
@@ -110,8 +116,7 @@ def sample(
     report = {"model": str(model_dir), "sampler": info.sampler, "n": n, "steps": info.steps,
               "score_evals": info.score_evals, "acceptance_rate": info.acceptance_rate,
               "n_nonfinite": info.n_nonfinite, "seconds": seconds, "files": [str(out / "samples.npy")]}
-    run_path = model_dir / RUN_FILE
-    data = _training_data(json.loads(run_path.read_text())) if run_path.is_file() else None
+    data = _run_data(model_dir)
     fig = _samples_figure(samples, data, model)
     if fig is not None:
         _save_figure(fig, out / "samples.png")
@@ -203,8 +208,7 @@ def geodesic_under_model(
 
 def _geodesic_figure(model_dir, score, points, line, report) -> Figure:
     ends = torch.stack([points[0], points[-1]])
-    run_path = Path(model_dir) / RUN_FILE
-    data = _training_data(json.loads(run_path.read_text())) if run_path.is_file() else None
+    data = _run_data(model_dir)
     cloud = torch.cat([ends, data.double()]) if data is not None else ends
     low, high = cloud.min(0).values, cloud.max(0).values
     pad = 0.15 * float((high - low).max()) + 0.5

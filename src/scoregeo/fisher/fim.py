@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from . import operators
 from .likelihoods import get_likelihood
 from .operators import DenseCurvature, DiagCurvature, ImplicitCurvature, OutputMetric, _ggn_dense, _ggn_diag
-from .scores import _check_inputs, _check_model, _forward, _param_dict
+from .scores import _check_inputs, _check_model, _check_output, _forward, _param_dict
 
 __all__ = ["fim", "KINDS", "STRUCTURES", "REDUCTIONS"]
 
@@ -118,24 +117,15 @@ def fim(
         )
     n = inputs.shape[0] if reduction == "mean" else 1
     implicit = None
-    output = None
     if structure == "implicit":
-        # the output comes from the forward pass that builds the operator's vjp graph
-        # (no separate forward); anything unexpected goes through _forward's checks
+        # the output comes from the forward pass that builds the operator's vjp graph (no separate
+        # forward); if that pass fails, the plain forward below raises the explanatory error
         implicit = ImplicitCurvature(model, inputs, None, scale=1.0 / n)
         try:
-            output = implicit._prepare()
+            output = _check_output(implicit._prepare(), inputs)
         except Exception:
-            output = None
-        if not (
-            isinstance(output, torch.Tensor)
-            and output.ndim == 2
-            and output.shape[0] == inputs.shape[0]
-            and output.is_floating_point()
-            and bool(torch.isfinite(output).all())
-        ):
-            output = None
-    if output is None:
+            output = _forward(model, inputs)
+    else:
         output = _forward(model, inputs)
     lik.check_output(output)
     if kind == "empirical":

@@ -90,7 +90,11 @@ def _check_inputs(inputs) -> torch.Tensor:
 def _forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """model(inputs) without graph, checked to be (N, C) and finite."""
     with torch.no_grad():
-        output = model(inputs)
+        return _check_output(model(inputs), inputs)
+
+
+def _check_output(output, inputs: torch.Tensor) -> torch.Tensor:
+    """Check that a model output is a finite floating (N, C) tensor for inputs (N, ...)."""
     if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != inputs.shape[0]:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(

@@ -152,10 +152,7 @@ class ScoreModel:
             if sigma is not None:
                 raise ValueError(f"sigma must be None for a {self.method!r} model (trained on clean data)")
             return self.network(flat, None).reshape(x.shape).to(x.dtype)
-        if sigma is None:
-            low, high = self.sigma_range
-            raise ValueError(f"sigma is required for a noise-conditional {self.method!r} model "
-                             f"(trained on σ in [{low:.3g}, {high:.3g}])")
+        self._require_sigma(sigma)
         if isinstance(sigma, torch.Tensor):
             sigma_flat = sigma.to(flat).expand(lead).reshape(-1)
         else:
@@ -167,9 +164,15 @@ class ScoreModel:
 
     def score_fn(self, sigma: float | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         """A plain score callable x ↦ s(x, σ) at a fixed noise level, e.g. for ``sg.ScoreMetric``."""
-        if self.conditional and sigma is None:
-            self.score(torch.zeros(self.data_shape, dtype=self._dtype), None)  # raises the explanatory error
+        if self.conditional:
+            self._require_sigma(sigma)
         return lambda x: self.score(x, sigma)
+
+    def _require_sigma(self, sigma) -> None:
+        if sigma is None:
+            low, high = self.sigma_range
+            raise ValueError(f"sigma is required for a noise-conditional {self.method!r} model "
+                             f"(trained on σ in [{low:.3g}, {high:.3g}])")
 
     # ------------------------------------------------------------------ sampling
     def sample(
