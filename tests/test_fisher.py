@@ -223,8 +223,58 @@ def test_precision_is_expected_outer_product_of_output_scores(name):
     _assert_close(b.mT @ b, lam)
     m = _randn(4, 3, 5, seed=10)
     _assert_close(lik.precision_mm(f, m), lam @ m)
-    _assert_close(lik.precision_factor_mm(f, m), b @ m)
     _assert_close(sf.Likelihood.precision_factor(lik, f).mT @ sf.Likelihood.precision_factor(lik, f), lam)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_categorical_precision_factor_has_c_minus_1_rows_and_stays_finite(dtype):
+    """Λ = diag(p) − ppᵀ has rank C − 1: the factor has C − 1 rows with BᵀB = Λ, for every most-probable
+    class, for near-uniform and for confident logits (p_max = 1 − 1e-30: no 0/0), and Λ = 0 when C = 1."""
+    lik = sf.get_likelihood("categorical")
+    eps = torch.finfo(dtype).eps
+    logits = torch.cat([
+        _randn(5, 5, seed=31) * 3,  # the most probable class varies over the rows
+        torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0], [70.0, 0.0, 1.0, -2.0, 3.0], [0.0, -5.0, -5.0, -5.0, 69.0]], dtype=DT),
+    ]).to(dtype)
+    b = lik.precision_factor(logits)
+    assert b.shape == (8, 4, 5) and b.dtype == dtype and bool(torch.isfinite(b).all())
+    lam = lik.precision(logits)
+    # relative to each example's ‖Λ_n‖ (≈ 1e-30 in the confident rows): a few roundings of O(C) terms
+    err = (b.mT @ b - lam).abs().amax((1, 2)) / lam.abs().amax((1, 2))
+    assert float(err.max()) < 20 * eps
+    one = lik.precision_factor(_randn(3, 1, seed=32).to(dtype))
+    assert one.shape == (3, 1, 1) and not one.any()
+
+
+def _categorical_oracle(f: torch.Tensor):
+    """p, Λ and 1 − p from log-space formulas only: log(1 − p_i) = logsumexp_{j≠i} f_j − logsumexp f."""
+    lse = torch.logsumexp(f, -1, keepdim=True)
+    c = f.shape[-1]
+    others = f.unsqueeze(-2).expand(*f.shape, c).masked_fill(torch.eye(c, dtype=torch.bool), -math.inf)
+    log_p, log_not_p = f - lse, torch.logsumexp(others, -1) - lse
+    lam = -(log_p.unsqueeze(-1) + log_p.unsqueeze(-2)).exp()
+    lam.diagonal(dim1=-2, dim2=-1).copy_((log_p + log_not_p).exp())
+    return log_p.exp(), lam, log_not_p.exp()
+
+
+def test_categorical_precision_products_and_scores_are_accurate_on_confident_logits():
+    """When p_max rounds to 1, 1 − p_max must not be taken as a difference: Λ, Λm and e_y − p keep their
+    relative accuracy per example (checked against log-space formulas) instead of losing the top class."""
+    f = torch.cat([_randn(4, 5, seed=33) * 2, torch.tensor([[45.0, 0.0, 1.0, -2.0, 3.0], [0.0, -1.0, -1.0, 60.0, 2.0]],
+                                                           dtype=DT)])
+    lik = sf.get_likelihood("categorical")
+    p, lam, not_p = _categorical_oracle(f)
+    assert float(p.max()) == 1.0  # the confident rows do round to 1 in float64
+    per_example = lambda a, b: ((a - b).abs().flatten(1).amax(1) / b.abs().flatten(1).amax(1)).max()  # noqa: E731
+    assert per_example(lik.precision(f), lam) < 1e-14
+    m = _randn(6, 5, 3, seed=34)
+    assert per_example(lik.precision_mm(f, m), lam @ m) < 1e-13
+    y = torch.tensor([[0, 1, 2, 3, 0, 3], [4, 4, 4, 4, 1, 0]])  # (M, N): the top class and others
+    expect = -p.expand(2, -1, -1).clone()
+    expect.scatter_(-1, y.unsqueeze(-1), not_p.expand(2, -1, -1).gather(-1, y.unsqueeze(-1)))
+    score = lik.output_score(f, y)
+    assert ((score - expect).abs() / expect.abs()).max() < 1e-14  # every entry, relatively
+    torch.testing.assert_close(score, sf.Likelihood.output_score(lik, f, y), rtol=0, atol=1e-15)
 
 
 def test_score_matches_hand_written_log_likelihood_gradients():
@@ -381,6 +431,32 @@ def test_structures_agree_with_dense_on_mlp(kind):
         _assert_close(implicit.solve(vs, damping, rtol=1e-12), torch.linalg.solve(a, vs), tol=1e-8, what="cg")
         d = torch.diag(diag.diag()) + damping * torch.eye(p, dtype=DT)
         _assert_close(diag.solve(vs, damping), torch.linalg.solve(d, vs), what="diag solve")
+
+
+@pytest.mark.parametrize("size", [5, 255, 256, 383, 700])  # 1, 1, 2, 2 and 4 column blocks
+def test_gram_by_lower_blocks_is_the_exactly_symmetric_full_product(size):
+    chunks = [_randn(n, size, seed=40 + n) for n in (3, 200, 1)]
+    gram = operators._gram(iter(chunks), size, DT, torch.device("cpu"))
+    rows = torch.cat(chunks)
+    torch.testing.assert_close(gram, rows.T @ rows, rtol=1e-13, atol=1e-12)
+    assert torch.equal(gram, gram.T)
+
+
+@pytest.mark.parametrize("lik", ["categorical", "gaussian"])
+def test_dense_and_diag_do_not_depend_on_chunking(monkeypatch, lik):
+    """P = 421 (3 column blocks); CHUNK_ELEMENTS small enough for one example per chunk."""
+    model = _mlp(d_in=20, hidden=16, c=5, seed=12)
+    x = _randn(9, 20, seed=41)
+    kw = dict(variance=0.3) if lik == "gaussian" else {}
+    whole = sf.fim(model, x, lik, **kw).dense()
+    implicit = sf.fim(model, x, lik, structure="implicit", **kw)
+    from scoregeo.fisher import scores
+
+    monkeypatch.setattr(scores, "CHUNK_ELEMENTS", 5 * 421)
+    chunked = sf.fim(model, x, lik, **kw).dense()
+    _assert_close(chunked, whole, what="dense")
+    _assert_close(implicit.diag(), whole.diagonal(), what="diag")
+    _assert_close(implicit.dense(), whole, what="implicit dense")
 
 
 @pytest.mark.parametrize("structure", ["dense", "diag", "implicit", "kfac"])

@@ -512,5 +512,5 @@ def test_backward_passes_go_to_layer_outputs_unless_modified_in_place(monkeypatc
     monkeypatch.setattr(torch.autograd, "grad", recording_grad)
     got = kfac_fisher(model, x, Categorical()).dense()
     monkeypatch.setattr(torch.autograd, "grad", grad)
-    assert seen == [inplace] * 3  # C = 3 passes: to the parameters only after an in-place change
+    assert seen == [inplace] * 2  # C − 1 = 2 passes (rows of the factor of Λ); to the parameters only after an in-place change
     assert torch.allclose(got, kfac_fisher(reference, x, Categorical()).dense(), rtol=0, atol=1e-14)

@@ -116,12 +116,6 @@ class Likelihood:
         evals, evecs = torch.linalg.eigh(self.precision(output))
         return evals.clamp_min(0).sqrt().unsqueeze(-1) * evecs.mT
 
-    def precision_factor_mm(self, output: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """B_n m_n for m (N, C, ...): shape (N, K, ...)."""
-        b = self.precision_factor(output)
-        n, c = output.shape
-        return (b @ m.reshape(n, c, -1)).reshape(n, b.shape[1], *m.shape[2:])
-
     def _target_ndim(self) -> int:
         """Number of trailing target dimensions per batch (1 for (N,), 2 for (N, C))."""
         return 2
@@ -136,11 +130,16 @@ def _check_target_tensor(targets) -> torch.Tensor:
     return targets
 
 
+def _sum_of_others(p: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Σ_{j ≠ i} p_j (…, 1) for the class i = ``index`` (…, 1), summed rather than taken as 1 − p_i."""
+    return p.scatter(-1, index, 0).sum(-1, keepdim=True)
+
+
 class Categorical(Likelihood):
     """Categorical likelihood: output = logits (N, C), targets = class indices (N,) in [0, C).
 
-    log p(y | f) = log_softmax(f)_y. Λ(f) = diag(p) − p pᵀ, p = softmax(f), which
-    factors as Bᵀ B with rows B_c = √p_c (e_c − p).
+    log p(y | f) = log_softmax(f)_y. Λ(f) = diag(p) − p pᵀ, p = softmax(f), of rank
+    C − 1, which ``precision_factor`` factors as Bᵀ B with C − 1 rows.
     """
 
     name = "categorical"
@@ -158,30 +157,51 @@ class Categorical(Likelihood):
         probs = torch.softmax(output.detach(), dim=-1)
         return torch.multinomial(probs, n_samples, replacement=True, generator=generator).T.contiguous()
 
+    # Near a confident prediction p_k → 1, and 1 − p_k computed as a difference loses every
+    # digit (it is 0 in float64 once p_k rounds to 1), although Λ and the scores are of the
+    # size of Σ_{j≠k} p_j. The forms below only ever sum the small probabilities.
+
     def precision(self, output):
         self.check_output(output)
         p = torch.softmax(output, dim=-1)
-        return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+        complement = (1 - p).scatter(-1, p.argmax(-1, keepdim=True), _sum_of_others(p, p.argmax(-1, keepdim=True)))
+        lam = -p.unsqueeze(-1) * p.unsqueeze(-2)
+        lam.diagonal(dim1=-2, dim2=-1).copy_(p * complement)  # p_c (1 − p_c)
+        return lam
 
     def output_score(self, output, targets):
-        p = torch.softmax(output, dim=-1)
-        return nnf.one_hot(targets, output.shape[-1]).to(p.dtype) - p
+        # e_y − p, with 1 − p_y summed from the other classes
+        p = torch.softmax(output, dim=-1).expand(*targets.shape, output.shape[-1])
+        chosen = targets.unsqueeze(-1)
+        return (-p).scatter(-1, chosen, _sum_of_others(p, chosen))
 
     def precision_mm(self, output, m):
+        # Λ m = p ⊙ (m − pᵀm); with d = m − m_k for the most probable class k (d_k = 0),
+        # m − pᵀm = d − pᵀd and pᵀd involves no p_k
         p = torch.softmax(output, dim=-1)
         p = p.reshape(*p.shape, *([1] * (m.ndim - 2)))
-        return p * m - p * (p * m).sum(1, keepdim=True)
+        top = p.argmax(1, keepdim=True).expand(-1, 1, *m.shape[2:])
+        d = m - m.gather(1, top)
+        return p * (d - (p * d).sum(1, keepdim=True))
 
     def precision_factor(self, output):
+        # Λ has rank C − 1 (Λ 1 = 0), so a factor with C − 1 rows exists: with k the most
+        # probable class, Λ = Tᵀ Λ' T for T u = u_rest − u_k and Λ' = diag(p') − p' p'ᵀ over
+        # the rest. With q = √p', 1 − |q|² = p_k and (I − c q qᵀ)² = I − q qᵀ for
+        # c = 1/(1 + √p_k), so B = (I − c q qᵀ) diag(q) T: C − 1 rows, no division by a
+        # small number, finite for a confident model.
         p = torch.softmax(output, dim=-1)
-        eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
-        return p.sqrt().unsqueeze(-1) * (eye - p.unsqueeze(-2))
-
-    def precision_factor_mm(self, output, m):
-        # B m = diag(√p)(m − 1 pᵀm): O(N C ...) instead of O(N C² ...).
-        p = torch.softmax(output, dim=-1)
-        p = p.reshape(*p.shape, *([1] * (m.ndim - 2)))
-        return p.sqrt() * (m - (p * m).sum(1, keepdim=True))
+        n, c = p.shape
+        if c == 1:  # Λ = 0
+            return torch.zeros(n, 1, 1, dtype=p.dtype, device=p.device)
+        top = p.argmax(dim=1, keepdim=True)  # (N, 1)
+        slots = torch.arange(c - 1, device=p.device).expand(n, -1)
+        rest = slots + (slots >= top).long()  # (N, C−1): the other classes, in order
+        q = p.gather(1, rest).sqrt()
+        coef = 1 / (1 + p.gather(1, top).sqrt())  # (N, 1)
+        eye = torch.eye(c, dtype=p.dtype, device=p.device)
+        scaled = q.unsqueeze(-1) * (eye[rest] - eye[top.squeeze(1)].unsqueeze(1))  # diag(q) T: (N, C−1, C)
+        return scaled - (coef * q).unsqueeze(-1) * (q.unsqueeze(1) @ scaled)
 
     def check_targets(self, output, targets):
         self.check_output(output)
@@ -239,10 +259,6 @@ class Bernoulli(Likelihood):
 
     def precision_factor(self, output):
         return torch.diag_embed(self._variance(output).sqrt())
-
-    def precision_factor_mm(self, output, m):
-        v = self._variance(output)
-        return v.sqrt().reshape(*v.shape, *([1] * (m.ndim - 2))) * m
 
     def check_targets(self, output, targets):
         self.check_output(output)
@@ -322,10 +338,6 @@ class Gaussian(Likelihood):
 
     def precision_factor(self, output):
         return torch.diag_embed((1 / self._var(output)).sqrt().expand(output.shape))
-
-    def precision_factor_mm(self, output, m):
-        inv_sd = (1 / self._var(output)).sqrt().expand(output.shape)
-        return inv_sd.reshape(*inv_sd.shape, *([1] * (m.ndim - 2))) * m
 
     def check_output(self, output):
         super().check_output(output)

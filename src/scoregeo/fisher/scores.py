@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jacrev, vmap
+from torch.func import functional_call, grad, jacrev, vjp, vmap
 
 from .._checks import _is_plain
 from .likelihoods import get_likelihood
@@ -141,11 +141,22 @@ def jacobians(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _jacobian_chunk(model, params, x)
 
 
-def _iter_jacobians(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, n_outputs: int):
-    """Yield (slice, J chunk (n, C, P)) over x in memory-bounded chunks."""
+def _iter_factor_rows(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, factor: torch.Tensor):
+    """Yield (slice, R chunk (n, K, P)) with R_n = B_n J_n, over x in memory-bounded chunks.
+
+    ``factor`` is B (N, K, C), an output-space factor per example. Each row of R_n is one
+    vector-Jacobian product Bₙₖᵀ J_n, so the cost is K (not C) backward passes per
+    example and J_n itself is never formed.
+    """
     size = sum(p.numel() for p in params.values())
-    for sl in _chunks(x.shape[0], n_outputs * size):
-        yield sl, _jacobian_chunk(model, params, x[sl])
+
+    def rows(xi, bi):
+        _, pullback = vjp(lambda p: functional_call(model, p, (xi.unsqueeze(0),)).squeeze(0), params)
+        (g,) = vmap(pullback)(bi)
+        return g
+
+    for sl in _chunks(x.shape[0], factor.shape[1] * size):
+        yield sl, _flatten(vmap(rows)(x[sl], factor[sl]), params, lead=2)
 
 
 def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, likelihood, variance=None) -> torch.Tensor:
