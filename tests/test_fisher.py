@@ -723,3 +723,16 @@ def test_implicit_product_paths_agree(arch, kind):
     assert torch.allclose(F.mv(v), a if arch == "mlp" else b, rtol=0, atol=1e-12 * b.abs().max())
     with pytest.raises(ValueError, match="product"):
         operators.ImplicitCurvature(model, x, F.metric, product="bogus")
+
+
+def test_all_finite_decides_by_one_sum_and_survives_its_overflow():
+    from scoregeo._checks import all_finite
+
+    big = torch.full((4,), 3e38, dtype=torch.float32)  # finite entries whose sum overflows to inf
+    assert not bool(torch.isfinite(big.sum())) and all_finite(big)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = _randn(3, 5, seed=42)
+        x[1, 2] = bad
+        assert not all_finite(x)
+    pair = torch.tensor([float("inf"), -float("inf")])  # sums to NaN
+    assert not all_finite(pair) and all_finite(torch.zeros(0)) and all_finite(torch.arange(5))

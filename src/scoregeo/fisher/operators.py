@@ -348,14 +348,15 @@ class ImplicitCurvature(Curvature):
     """Matrix-free F = scale · Σ_n J_nᵀ M_n J_n for a model on a batch of inputs.
 
     ``F v`` costs one product u = J v, the output-space product M u, and one
-    reverse-mode product Jᵀ(M u) (``torch.func.vjp``, whose graph is built once
-    and kept). Nothing of size P×P or N×P is stored. J v is computed one of two
-    ways (``product``), which give the same result up to float rounding:
+    reverse-mode product Jᵀ(M u) (``torch.autograd.grad`` through the graph of one
+    forward pass, built once and kept). Nothing of size P×P or N×P is stored. J v
+    is computed one of two ways (``product``), which give the same result up to
+    float rounding:
 
-    - ``"vjp"`` (the "transpose trick"): J v is the vector-Jacobian product of the
-      kept vjp function itself with respect to its cotangent, u ↦ Jᵀu being linear
-      with Jacobian Jᵀ. That double-vjp graph is built once (on the first product)
-      and reused, so no product re-runs the forward pass: about twice as fast as
+    - ``"vjp"`` (the "transpose trick"): J v is the vector-Jacobian product of
+      u ↦ Jᵀu (linear, with Jacobian J) at the cotangent v. The graph of Jᵀu is
+      built once with the operator (one backward pass with ``create_graph``) and
+      reused, so no product re-runs the forward pass: about twice as fast as
       ``"jvp"`` on MLPs.
     - ``"jvp"``: forward-mode ``torch.func.jvp`` through the whole batch, which
       re-runs the forward pass on every product. Used for models with
@@ -373,8 +374,11 @@ class ImplicitCurvature(Curvature):
     matrix G (rows g_nk = J_nᵀ r_nk): the same matrix, computed through the
     output space.
 
-    ``diag()`` is exact, from per-example Jacobians in chunks (cost of N·C
-    backward passes, no P×P). ``dense()`` applies F to the P unit vectors (P/64
+    Several columns (``F @ V``) go through the same graphs at once
+    (``is_grads_batched``), ``_COLUMN_CHUNK`` columns at a time.
+
+    ``diag()`` is exact, from the rows B_n J_n of a factor of M_n, in chunks (K
+    backward passes per example, no P×P). ``dense()`` applies F to the P unit vectors (P/64
     batched products): only for moderate P. ``solve`` is conjugate gradient.
 
     The parameters are copied at construction, so F is the curvature at those
@@ -416,43 +420,65 @@ class ImplicitCurvature(Curvature):
         self.scale = float(scale)
         self._params = params
         self.product = product
-        self._vjp_fn = None
-        self._jvp_fn = None  # the double vjp v ↦ J v (product="vjp")
+        self._leaves = None  # the parameters as leaves of the kept graph
+        self._output = None  # the model output on that graph
+        self._cotangent = None  # u, and Jᵀu = ∂(uᵀ f)/∂θ as a graph in u (product="vjp")
+        self._transposed = None
 
     def _f(self, params):
         return functional_call(self.model, params, (self.inputs,))
 
     def _prepare(self):
-        """Build (once) the vjp graph, and for product="vjp" the double-vjp graph on top of it.
+        """Build (once) the graph of the forward pass, and for product="vjp" the graph of u ↦ Jᵀu on it.
 
-        Returns the model output of that forward pass (``fim`` reuses it instead of a
-        separate forward), or None if the graphs were already built.
+        Returns the model output of that forward pass, detached (``fim`` reuses it
+        instead of a separate forward), or None if the graphs were already built.
         """
-        if self._vjp_fn is not None:
+        if self._output is not None:
             return None
-        out, vjp_fn = vjp(self._f, self._params)
-        if self.product == "vjp":
-            _, self._jvp_fn = vjp(vjp_fn, torch.zeros_like(out))
-        self._vjp_fn = vjp_fn
-        return out
+        leaves = {name: p.detach().requires_grad_() for name, p in self._params.items()}
+        with torch.enable_grad():
+            out = self._f(leaves)
+            if self.product == "vjp":
+                cotangent = torch.zeros_like(out, requires_grad=True)
+                grads = torch.autograd.grad(out, list(leaves.values()), cotangent, create_graph=True, allow_unused=True)
+                # parameters the output does not depend on contribute nothing to J v
+                self._transposed = [(g, name) for g, name in zip(grads, leaves) if g is not None and g.requires_grad]
+                self._cotangent = cotangent
+        self._leaves, self._output = leaves, out
+        return out.detach()
 
-    def _single(self, v: torch.Tensor) -> torch.Tensor:
+    def _jacobian_product(self, v: dict[str, torch.Tensor], batched: bool) -> torch.Tensor:
+        """J v (N, C), or (k, N, C) for ``batched`` tangents v (k, *shape)."""
+        if self.product == "jvp":
+            single = lambda t: jvp(self._f, (self._params,), (t,))[1]  # noqa: E731
+            return vmap(single)(v) if batched else single(v)
+        if not self._transposed:
+            shape = (next(iter(v.values())).shape[0],) if batched else ()
+            return self._output.new_zeros(*shape, *self._output.shape)
+        (jv,) = torch.autograd.grad(
+            [g for g, _ in self._transposed], self._cotangent, [v[name] for _, name in self._transposed],
+            retain_graph=True, is_grads_batched=batched,
+        )
+        return jv
+
+    def _products(self, columns: torch.Tensor) -> torch.Tensor:
+        """F V for V (P, k) with k ≥ 1 columns: (P, k)."""
         self._prepare()
-        if self.product == "vjp":
-            (jv,) = self._jvp_fn((_unflatten(v, self._params),))
-        else:
-            _, jv = jvp(self._f, (self._params,), (_unflatten(v, self._params),))
-        u = self.metric.mm(jv.unsqueeze(-1)).squeeze(-1)
-        (g,) = self._vjp_fn(u)
-        return _flatten(g, self._params, lead=0) * self.scale
+        batched = columns.shape[1] > 1
+        v = _unflatten(columns.T if batched else columns[:, 0], self._params)  # (k, *shape) if batched
+        jv = self._jacobian_product(v, batched)
+        u = self.metric.mm(jv.movedim(0, -1) if batched else jv.unsqueeze(-1))  # (N, C, k)
+        grads = torch.autograd.grad(
+            self._output, list(self._leaves.values()), u.movedim(-1, 0) if batched else u.squeeze(-1),
+            retain_graph=True, is_grads_batched=batched, materialize_grads=True,
+        )
+        flat = _flatten(dict(zip(self._leaves, grads)), self._params, lead=int(batched))
+        return (flat.T if batched else flat.unsqueeze(1)) * self.scale
 
     def _matmat(self, m):
-        if m.shape[1] == 1:
-            return self._single(m[:, 0]).unsqueeze(1)
-        self._prepare()
-        cols = [vmap(self._single, in_dims=1, out_dims=1)(m[:, i : i + _COLUMN_CHUNK])
-                for i in range(0, m.shape[1], _COLUMN_CHUNK)]
-        return torch.cat(cols, dim=1)
+        return torch.cat([self._products(m[:, i : i + _COLUMN_CHUNK]) for i in range(0, m.shape[1], _COLUMN_CHUNK)],
+                         dim=1)
 
     def dense(self):
         """F as a P×P matrix from P matrix-free products (cost ≈ P/64 batched forward+backward passes)."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vjp, vmap
 
-from .._checks import _is_plain
+from .._checks import _is_plain, all_finite
 from .likelihoods import get_likelihood
 
 __all__ = ["score", "jacobians", "parameter_vector_size"]
@@ -52,10 +52,10 @@ def _flatten(tensors: dict[str, torch.Tensor], params: dict[str, torch.Tensor], 
 
 
 def _unflatten(vec: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Split a vector (P,) into a dict of tensors shaped like the parameters."""
+    """Split vectors (..., P) into a dict of tensors (..., *shape) shaped like the parameters."""
     out, i = {}, 0
     for name, p in params.items():
-        out[name] = vec[i : i + p.numel()].view(p.shape)
+        out[name] = vec[..., i : i + p.numel()].reshape(*vec.shape[:-1], *p.shape)
         i += p.numel()
     return out
 
@@ -82,7 +82,7 @@ def _check_inputs(inputs) -> torch.Tensor:
     if inputs.ndim == 0 or inputs.shape[0] == 0:
         raise ValueError(f"inputs must have shape (N, ...) with N >= 1 examples, got {tuple(inputs.shape)}")
     if (inputs.is_floating_point() or inputs.is_complex()) and _is_plain(inputs):
-        if not bool(torch.isfinite(inputs).all()):
+        if not all_finite(inputs):
             raise ValueError("inputs contain NaN or Inf")
     return inputs
 
@@ -103,7 +103,7 @@ def _check_output(output, inputs: torch.Tensor) -> torch.Tensor:
         )
     if not output.is_floating_point():
         raise ValueError(f"the model output must be floating point, got dtype {output.dtype}")
-    if not bool(torch.isfinite(output).all()):
+    if not all_finite(output):
         raise ValueError("the model output contains NaN or Inf")
     return output
 
