@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev
 
+import scoregeo.fisher as sf
 from scoregeo.fisher.kfac import KFACCurvature, kfac_fisher
 from scoregeo.fisher.likelihoods import Bernoulli, Categorical, Gaussian
 
@@ -506,11 +507,17 @@ def test_backward_passes_go_to_layer_outputs_unless_modified_in_place(monkeypatc
     grad = torch.autograd.grad
 
     def recording_grad(outputs, inputs, *args, **kwargs):
-        seen.append(all(id(t) in params for t in inputs))
+        seen.append(("params" if all(id(t) in params for t in inputs) else "outputs",
+                     kwargs.get("is_grads_batched", False)))
         return grad(outputs, inputs, *args, **kwargs)
 
     monkeypatch.setattr(torch.autograd, "grad", recording_grad)
     got = kfac_fisher(model, x, Categorical()).dense()
+    got_diag = sf.fim(model, x, "categorical", structure="diag").diag()
     monkeypatch.setattr(torch.autograd, "grad", grad)
-    assert seen == [inplace] * 2  # C − 1 = 2 passes (rows of the factor of Λ); to the parameters only after an in-place change
+    # C − 1 = 2 passes (rows of the factor of Λ): to the parameters one by one after an in-place change,
+    # else to the layer outputs as one batched pass
+    assert seen == ([("params", False)] * 2 if inplace else [("outputs", True)]) * 2
     assert torch.allclose(got, kfac_fisher(reference, x, Categorical()).dense(), rtol=0, atol=1e-14)
+    dense = sf.fim(reference, x, "categorical").dense()
+    assert torch.allclose(got_diag, dense.diagonal(), rtol=0, atol=1e-14)

@@ -71,13 +71,13 @@ def fim(
               trainable parameter belongs to an ``nn.Linear`` or ``nn.Conv2d``
               (groups=1) it is accumulated by layer hooks over one backward pass
               per row of B (``scoregeo.fisher.kfac``), otherwise computed
-              from per-example Jacobians and a square root Λ = BᵀB (for
-              "categorical" rows √p_c (e_c − p)) as Σ_n Σ_k ((B_n J_n)[k, i])²,
-              without forming P×P;
+              from the rows B_n J_n of a square root Λ = BᵀB (for "categorical"
+              C − 1 rows, Λ having rank C − 1) as Σ_n Σ_k ((B_n J_n)[k, i])²,
+              one vjp per row, without forming J_n or P×P;
             - "kfac": Kronecker-factored blocks (``scoregeo.fisher.kfac``);
             - "implicit": an ``ImplicitCurvature``: matrix-free products by
-              reverse-mode autodiff (J v by a cached double vjp, or by forward mode
-              for models with convolutions; see its docstring). Its vjp graph is
+              reverse-mode autodiff (J v through a kept graph of u ↦ Jᵀu, or by
+              forward mode for models with convolutions; see its docstring). Its graph is
               built here, from the one forward pass ``fim`` needs.
         targets: labels, required for (and only used by) kind="empirical";
             class indices (N,) for "categorical", (N, C) for "bernoulli" and "gaussian".

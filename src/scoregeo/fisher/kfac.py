@@ -47,8 +47,9 @@ The index k runs over the backpropagated output vectors b_{n,k}, chosen with
 * ``kind="true"``: the exact expectation over y. The K rows b_{n,k} of a
   square root B_n of Λ_n (B_nᵀ B_n = Λ_n, ``likelihood.precision_factor``) are
   backpropagated, so Σ_k b bᵀ = Λ_n exactly (the "K-FAC expectation",
-  KFAC-exact for the GGN). Closed forms: categorical rows √p_c (e_c − p)
-  (K = C), Gaussian diag(1/σ), Bernoulli diag(√(p(1 − p))); any other
+  KFAC-exact for the GGN). Closed forms: categorical K = C − 1 rows (Λ has
+  rank C − 1; see ``Categorical.precision_factor``), Gaussian diag(1/σ),
+  Bernoulli diag(√(p(1 − p))); any other
   likelihood falls back to an eigendecomposition of Λ_n.
 * ``kind="mc"``: b = ∇_f log p(ŷ | f) for ``n_samples`` targets ŷ drawn from the
   model's predictive (``likelihood.sample``), G divided by ``n_samples``.
@@ -359,7 +360,7 @@ def kfac_fisher(
         inputs: the batch fed to ``model`` (N examples).
         likelihood: a likelihood object (``log_prob``, ``sample``, ``precision``) or a spec
             accepted by :func:`scoregeo.fisher.likelihoods.get_likelihood`.
-        kind: "true" (exact expectation over y, C backward passes), "mc" (``n_samples``
+        kind: "true" (exact expectation over y, K backward passes: C − 1 for "categorical"), "mc" (``n_samples``
             sampled targets) or "empirical" (observed ``targets``, required).
         targets: the labels for ``kind="empirical"``.
         reduction: "sum" for F = Σ_n J_nᵀ Λ_n J_n, "mean" for F / N.
@@ -444,10 +445,15 @@ def _capture(model, inputs, likelihood, layers, on_input, on_grad, kind, targets
     tensor is refused or wrong, so the passes then go to the layers' parameters (the
     tensor hooks still see the gradient of the value the layer produced). The first pass
     also goes to the parameters when a layer was never called, to detect its parameters
-    being used elsewhere. Returns (N, scale of the accumulated outer products).
+    being used elsewhere. When every layer is an ``nn.Linear`` and the passes go to the
+    layer outputs, they run as one batched backward pass (``is_grads_batched``; measured
+    155 → 51 µs for 9 passes through an MLP 20-16-10, but twice slower through
+    convolutions) and ``on_grad`` receives each pass's slice of the result.
+    Returns (N, scale of the accumulated outer products).
     """
     by_module = {id(layer.module): layer for layer in layers}
-    captured: list[tuple[torch.Tensor, int]] = []
+    captured: list[tuple[torch.Tensor, int, _Layer]] = []
+    hooks_on = True  # off during a batched pass, whose gradients go to on_grad from its result
 
     def forward_hook(module, args, kwargs, output):
         layer = by_module[id(module)]
@@ -465,13 +471,14 @@ def _capture(model, inputs, likelihood, layers, on_input, on_grad, kind, targets
         if output.requires_grad:
 
             def grad_hook(g, layer=layer):
-                with torch.no_grad():
-                    on_grad(layer, g.detach())
+                if hooks_on:
+                    with torch.no_grad():
+                        on_grad(layer, g.detach())
 
             # A tensor hook (unlike autograd.grad w.r.t. `output`) sees the gradient of the
             # value the layer produced even if a later op (e.g. ReLU(inplace=True)) modifies it.
             output.register_hook(grad_hook)
-            captured.append((output, output._version))
+            captured.append((output, output._version, layer))
 
     handles = [layer.module.register_forward_hook(forward_hook, with_kwargs=True) for layer in layers]
     try:
@@ -484,9 +491,20 @@ def _capture(model, inputs, likelihood, layers, on_input, on_grad, kind, targets
 
     vectors, mc_scale = _backprop_vectors(likelihood, output, kind, targets, n_samples, generator)
     layer_params = [p for layer in layers for p in layer.params]
-    layer_outputs = [o for o, _ in captured]
-    modified = any(o._version != v for o, v in captured)
+    layer_outputs = [o for o, _, _ in captured]
+    modified = any(o._version != v for o, v, _ in captured)
     uncalled = any(layer.calls == 0 for layer in layers)
+    if layer_outputs and not (modified or uncalled) and all(isinstance(la.module, nn.Linear) for la in layers):
+        hooks_on = False
+        grads = torch.autograd.grad(
+            output, layer_outputs, grad_outputs=torch.stack(vectors).to(output.dtype), is_grads_batched=True,
+            allow_unused=True,
+        )
+        with torch.no_grad():
+            for (_, _, layer), g in zip(captured, grads):
+                for g_pass in () if g is None else g:
+                    on_grad(layer, g_pass)
+        return output.shape[0], mc_scale
     for i, b in enumerate(vectors):
         to_params = modified or (uncalled and i == 0) or not layer_outputs
         grads = torch.autograd.grad(
