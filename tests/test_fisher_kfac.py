@@ -13,7 +13,6 @@ Where K-FAC is provably exact it must match to rounding:
   block is exact (cross-layer blocks are dropped).
 """
 
-import math
 
 import pytest
 import torch

@@ -30,7 +30,6 @@ from matplotlib.collections import PatchCollection
 from matplotlib.contour import QuadContourSet
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
-from matplotlib.quiver import Quiver
 
 __all__ = [
     "density_contours",

@@ -7,7 +7,6 @@ pyplot), so they work headless.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path

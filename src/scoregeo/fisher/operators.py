@@ -24,7 +24,7 @@ import warnings
 
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import functional_call, jvp, vmap
 
 from .likelihoods import Likelihood
 from .scores import _flatten, _iter_factor_rows, _unflatten
