@@ -57,6 +57,17 @@ def check_nonnegative(value: float, name: str) -> float:
     return float(value)
 
 
+def check_interval(value, name: str) -> tuple[float, float]:
+    """Check a pair (low, high) of finite numbers with low < high; returns it as floats."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"{name} must be a finite pair with low < high, got {value!r}")
+    return low, high
+
+
 def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     """Check an integer hyperparameter is at least ``minimum``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_positive_int
+from ._checks import check_interval, check_positive_int
 from .densities import GaussianMixture
 
 _EIGHT_RADIUS = 2.0
@@ -193,7 +193,7 @@ def digits(
         labels is an int64 tensor (1797,) of digits 0..9.
     """
     _check_dtype(dtype)
-    lo, hi = _check_range(value_range)
+    lo, hi = check_interval(value_range, "value_range")
     pixels, labels = _load_digits()
     s = torch.tensor(pixels, dtype=torch.float64) / 16
     images = (lo * (1 - s) + hi * s).to(dtype)
@@ -211,16 +211,6 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
     bunch = load_digits()
     return bunch.data, bunch.target
-
-
-def _check_range(value_range) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"value_range must be a pair of numbers (lo, hi), got {value_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
-    return lo, hi
 
 
 # ----------------------------------------------------------------------------- files

@@ -31,6 +31,8 @@ from matplotlib.contour import QuadContourSet
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
 
+from ._checks import check_interval
+
 __all__ = [
     "density_contours",
     "learned_log_density",
@@ -52,23 +54,13 @@ def grid_points(xlim: Limits, ylim: Limits, n: int | tuple[int, int] = 10, dtype
     ``n`` is the number of points per axis (or a pair (nx, ny)). The grid
     includes the box corners; flatten it with ``.reshape(-1, 2)``.
     """
-    (x0, x1), (y0, y1) = _limits(xlim, "xlim"), _limits(ylim, "ylim")
+    (x0, x1), (y0, y1) = check_interval(xlim, "xlim"), check_interval(ylim, "ylim")
     nx, ny = _grid_size(n)
     dtype = dtype or torch.get_default_dtype()
     xs = torch.linspace(x0, x1, nx, dtype=dtype)
     ys = torch.linspace(y0, y1, ny, dtype=dtype)
     Y, X = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([X, Y], dim=-1)
-
-
-def _limits(lim: Limits, name: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in lim)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {lim!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ValueError(f"{name} must be a finite pair with low < high, got {lim!r}")
-    return lo, hi
 
 
 def _grid_size(n: int | tuple[int, int]) -> tuple[int, int]:
@@ -168,7 +160,7 @@ def learned_log_density(
 
     fn = _callable_of(score, "score", "score")
     nx, ny = _grid_size(n)
-    X, Y, Z = grid_log_density(fn, _limits(xlim, "xlim"), _limits(ylim, "ylim"), (nx, ny))
+    X, Y, Z = grid_log_density(fn, check_interval(xlim, "xlim"), check_interval(ylim, "ylim"), (nx, ny))
     return _log_density_contours(ax, X, Y, Z, levels, filled, depth, style)
 
 
