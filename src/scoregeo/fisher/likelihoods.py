@@ -164,7 +164,8 @@ class Categorical(Likelihood):
     def precision(self, output):
         self.check_output(output)
         p = torch.softmax(output, dim=-1)
-        complement = (1 - p).scatter(-1, p.argmax(-1, keepdim=True), _sum_of_others(p, p.argmax(-1, keepdim=True)))
+        top = p.argmax(-1, keepdim=True)
+        complement = (1 - p).scatter(-1, top, _sum_of_others(p, top))
         lam = -p.unsqueeze(-1) * p.unsqueeze(-2)
         lam.diagonal(dim1=-2, dim2=-1).copy_(p * complement)  # p_c (1 − p_c)
         return lam
