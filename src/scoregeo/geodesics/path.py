@@ -38,6 +38,11 @@ class Path:
         n_local: (...) number of distinct local geodesics found (1 when no other
             was found; ``None`` for initial-value problems).
         method: name of the solver that produced the path.
+        evaluations: (...) int, the number of metric evaluations the solver spent
+            on each path: right-hand sides (geodesic accelerations) for shots;
+            energy gradients and Hessian-vector products for boundary-value
+            solvers (each a few passes through the score for a ``ScoreMetric``).
+            ``None`` when the solver does not count them.
     """
 
     points: torch.Tensor
@@ -51,6 +56,7 @@ class Path:
     method: str
     local_lengths: torch.Tensor | None = None
     n_local: torch.Tensor | None = None
+    evaluations: torch.Tensor | None = None
 
     @property
     def end_point(self) -> torch.Tensor:
@@ -75,4 +81,5 @@ class Path:
             method=self.method,
             local_lengths=fit(self.local_lengths, 1),
             n_local=fit(self.n_local, 0),
+            evaluations=fit(self.evaluations, 0),
         )
