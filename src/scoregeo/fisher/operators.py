@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp, vmap
 
+from ..linalg import conjugate_gradient
 from .likelihoods import Likelihood
 from .scores import _flatten, _iter_factor_rows, _unflatten
 
@@ -135,57 +136,11 @@ class Curvature:
         damping = _check_damping(damping)
         b, was_vector = self._check_vector(v)
         b = b.to(dtype=self.dtype, device=self.device)
-        x = _conjugate_gradient(lambda m: self._matmat(m) + damping * m, b, rtol, max_iter, self.size)
+        x = conjugate_gradient(
+            lambda m: self._matmat(m) + damping * m, b, dim=0, rtol=rtol, max_iter=max_iter,
+            hint="raise max_iter or damping, or use structure='dense'",
+        ).solution
         return x.squeeze(1) if was_vector else x
-
-
-def _default_rtol(dtype: torch.dtype) -> float:
-    return 1e-10 if dtype == torch.float64 else 1e-5
-
-
-def _conjugate_gradient(apply, b: torch.Tensor, rtol, max_iter, size: int) -> torch.Tensor:
-    """Solve A X = B column-wise for SPD A given by ``apply`` (P, K) → (P, K)."""
-    rtol = _default_rtol(b.dtype) if rtol is None else float(rtol)
-    if not (rtol > 0):
-        raise ValueError(f"rtol must be > 0, got {rtol!r}")
-    max_iter = min(2 * size + 100, 10_000) if max_iter is None else int(max_iter)
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter!r}")
-    target = rtol * b.norm(dim=0)
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = (r * r).sum(0)
-    iters = 0
-    while iters < max_iter:
-        active = rs.sqrt() > target
-        if not bool(active.any()):
-            break
-        ap = apply(p)
-        pap = (p * ap).sum(0)
-        if bool((pap[active] <= 0).any()):
-            raise ValueError("conjugate gradient met a non-positive curvature: the matrix is not positive definite")
-        alpha = torch.where(active, rs / torch.where(active, pap, torch.ones_like(pap)), torch.zeros_like(rs))
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = (r * r).sum(0)
-        beta = torch.where(active, rs_new / torch.where(active, rs, torch.ones_like(rs)), torch.zeros_like(rs))
-        p = r + beta * p
-        rs = rs_new
-        iters += 1
-    # Check the true residual too (the recursive one drifts in finite precision).
-    stalled = bool((rs.sqrt() > target).any())
-    true_res = (b - apply(x)).norm(dim=0)
-    bnorm = b.norm(dim=0)
-    if stalled or bool((true_res > 10 * target).any()):
-        rel = float((true_res / bnorm.clamp_min(torch.finfo(b.dtype).tiny)).max())
-        warnings.warn(
-            f"conjugate gradient did not converge: relative residual {rel:.3e} > rtol {rtol:.1e} after {iters} "
-            f"iterations (max_iter={max_iter}); raise max_iter or damping, or use structure='dense'",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return x
 
 
 class DenseCurvature(Curvature):

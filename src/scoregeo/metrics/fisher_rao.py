@@ -11,7 +11,7 @@ from torch.distributions.kl import _dispatch_kl, kl_divergence
 from torch.func import grad, jacfwd, jvp, vmap
 
 from .._checks import check_positive_int
-from .base import Metric
+from .base import Metric, dense_acceleration, solve_spd
 
 Family = Callable[[torch.Tensor], Distribution]
 
@@ -32,6 +32,9 @@ class FisherRaoMetric(Metric):
 
     Exact mode (a KL divergence is registered for the pair): G(θ) is the Hessian
     ∂²/∂θ'² KL(p_θ ‖ p_θ') at θ' = θ, computed by ``torch.func``.
+
+    A dense metric: ``solve`` and ``acceleration`` form G(θ) (k×k) and use
+    its Cholesky factor.
 
     Monte Carlo mode: G(θ) is the average of score outer products over
     ``mc_samples`` draws of the family's own samples; it is **stochastic** (its
@@ -77,6 +80,14 @@ class FisherRaoMetric(Metric):
         with _no_validation():
             G = self._exact_fisher(flat) if self._is_exact(flat) else self._mc_fisher(flat)
         return G.reshape(*batch, self.dim, self.dim)
+
+    def _solve(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """G(θ)⁻¹ b by Cholesky (``ValueError`` naming θ where G is not positive-definite)."""
+        x, b = torch.broadcast_tensors(x, b)
+        return solve_spd(self._matrix(x), b, x)
+
+    def _acceleration(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return dense_acceleration(self, x, v)
 
     def _exact_fisher(self, theta: torch.Tensor) -> torch.Tensor:
         """Hessian of KL(p_θ ‖ p_θ') in θ' at θ' = θ, for a batch θ (B, k).

@@ -6,18 +6,20 @@ from typing import Callable
 
 import torch
 
-from .._checks import check_finite
-from .base import Metric, cholesky_checked
+from .base import Metric, check_spd, dense_acceleration, solve_spd
 
 
 class MatrixMetric(Metric):
     """Metric from a callable ``fn`` mapping x (..., d) to G(x) (..., d, d).
 
-    G must be symmetric positive-definite wherever it is evaluated; ``matrix``
-    checks this (symmetry to a relative 1e-8, positive-definiteness by Cholesky)
-    and raises a ``ValueError`` naming the point where it fails. Christoffel
-    symbols and geodesic accelerations come from automatic differentiation of
-    ``fn``, so ``fn`` must be written with differentiable torch operations.
+    A dense metric: G(x) is formed wherever the metric is used (``matrix``,
+    ``apply``, ``inner``, ``norm``, ``solve``, ``acceleration``, Christoffel
+    symbols, and the solvers' inner loops through the underscored methods), and
+    every time it is checked: finite, symmetric to a relative 1e-8, and
+    positive-definite (Cholesky), with a ``ValueError`` naming the point where it
+    fails. ``solve`` uses that Cholesky factor. Christoffel symbols and geodesic
+    accelerations come from automatic differentiation of ``fn``, so ``fn`` must be
+    written with differentiable torch operations.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int):
@@ -26,26 +28,22 @@ class MatrixMetric(Metric):
             raise ValueError(f"fn must be callable, got {type(fn).__name__}")
         self.fn = fn
 
-    def matrix(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x=x)
-        G = self._matrix(x)
-        self._check_spd(G, x)
-        return G
-
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
+        return self._factor(x)[0]
+
+    def _factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """G(x) checked, and its Cholesky factor L (G = L Lᵀ)."""
         G = self.fn(x)
         expected = (*x.shape[:-1], self.dim, self.dim)
-        if tuple(G.shape) != expected:
-            raise ValueError(f"fn must map x of shape {tuple(x.shape)} to G of shape {expected}, got {tuple(G.shape)}")
-        return G
+        if not isinstance(G, torch.Tensor) or tuple(G.shape) != expected:
+            got = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
+            raise ValueError(f"fn must map x of shape {tuple(x.shape)} to G of shape {expected}, got {got}")
+        return G, check_spd(G, x)
 
-    @staticmethod
-    def _check_spd(G: torch.Tensor, x: torch.Tensor) -> None:
-        check_finite(G, "G(x)")
-        asym = (G - G.transpose(-1, -2)).abs().amax(dim=(-1, -2))
-        scale = G.abs().amax(dim=(-1, -2)).clamp_min(torch.finfo(G.dtype).tiny)
-        bad = asym > 1e-8 * scale
-        if bool(bad.any()):
-            idx = tuple(bad.nonzero()[0].tolist())
-            raise ValueError(f"metric matrix G(x) is not symmetric at x = {x[idx].tolist()} (batch index {idx})")
-        cholesky_checked(G, x)
+    def _solve(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        x, b = torch.broadcast_tensors(x, b)
+        G, L = self._factor(x)
+        return solve_spd(G, b, x, L)
+
+    def _acceleration(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return dense_acceleration(self, x, v)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 from torch.func import vjp
 
-from .._checks import check_nonnegative
-from .base import Metric
+from .._checks import _is_plain, check_nonnegative
+from .base import Metric, OutsideDomainError, _first_bad, describe_point
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -17,25 +18,48 @@ class ScoreMetric(Metric):
     """Metric g(x) = α I + λ s(x) s(x)ᵀ built from a score field s: (..., d) → (..., d).
 
     The score may be analytic (``Gaussian.score``), come from a log-density
-    (``sg.score_of``) or be a learned network; it must be differentiable with
-    ``torch.func`` and act on each point independently.
+    (``sg.score_of``) or be a learned network; it must be differentiable (by
+    ``torch.autograd`` and ``torch.func``) and act on each point independently.
 
-    ``inner``, ``norm`` and ``acceleration`` never form a d×d matrix. The
-    acceleration uses the closed form (J = ∂s/∂x, not assumed symmetric, so it is
-    exact for learned non-conservative fields too)::
+    Every operation is in closed form and never forms a d×d matrix (except
+    ``matrix``): G v = α v + λ s (s·v); G⁻¹ b = (b − λ s (s·b)/(α + λ|s|²))/α
+    (Sherman–Morrison); ``_low_rank`` gives (α, √λ sᵀ). The acceleration, with
+    J = ∂s/∂x not assumed symmetric (exact for learned non-conservative fields)::
 
         Γ♭(v, v) = λ [ (vᵀ J v) s + (s·v) (J − Jᵀ) v ]
-        ẍ = −G⁻¹ Γ♭,   G⁻¹ = (1/α) (I − λ s sᵀ / (α + λ |s|²))
+        ẍ = −G⁻¹ Γ♭ = −λ [ (vᵀJv) s + (s·v)(Jv − Jᵀv) − λ s (s·Γ♭/λ) / (α + λ|s|²) ] / α
 
-    with s, Jᵀv and Jv from one VJP of s and one VJP of that VJP (the transpose
-    trick), about three score evaluations whatever d is.
+    s, Jᵀv and Jv come from one forward pass, its backward pass with a graph
+    (Jᵀv as a function of v) and one backward pass of that (J v = the VJP of the
+    linear map v ↦ Jᵀv): about three forwards' worth of matrix products. Under
+    ``torch.func`` transforms (geodesic solvers take JVPs of the acceleration)
+    the same products come from ``torch.func.vjp`` of a ``vjp``.
+
+    ``symmetric_jacobian=True`` declares J = Jᵀ (an exact score ∇log p, e.g.
+    ``Gaussian.score`` or ``sg.score_of``): then ẍ = −λ (vᵀJv)/(α + λ|s|²) · s,
+    from one forward and one backward pass. It is wrong for a field that is not a
+    gradient, so it is never guessed: the default is the score's own
+    ``symmetric_jacobian`` attribute if it has one, else False.
+
+    The public methods check the score's output: a wrong shape or a NaN/Inf
+    raises a ``ValueError`` naming the score and a point where it happened. The
+    underscored methods (solver inner loops) check the shape only (no host
+    synchronisation).
 
     ``alpha=0`` is the pure rank-one metric s sᵀ: ``inner`` and ``norm`` work
     (the length of a curve is then the total variation of log p along it), but
-    geodesic solvers refuse it because G is singular.
+    ``solve``, ``acceleration`` and the geodesic solvers refuse it because G is
+    singular.
     """
 
-    def __init__(self, score: ScoreFn, dim: int, lam: float = 1.0, alpha: float = 1.0):
+    def __init__(
+        self,
+        score: ScoreFn,
+        dim: int,
+        lam: float = 1.0,
+        alpha: float = 1.0,
+        symmetric_jacobian: bool | None = None,
+    ):
         super().__init__(dim)
         if not callable(score):
             raise ValueError(f"score must be callable, got {type(score).__name__}")
@@ -44,6 +68,11 @@ class ScoreMetric(Metric):
         self.alpha = check_nonnegative(alpha, "alpha")
         if self.alpha == 0 and self.lam == 0:
             raise ValueError("alpha and lam cannot both be 0: the metric would vanish")
+        if symmetric_jacobian is None:
+            symmetric_jacobian = getattr(score, "symmetric_jacobian", False)
+        if not isinstance(symmetric_jacobian, bool):
+            raise ValueError(f"symmetric_jacobian must be True, False or None, got {symmetric_jacobian!r}")
+        self.symmetric_jacobian = symmetric_jacobian
 
     def check_solvable(self) -> None:
         if self.alpha == 0:
@@ -53,27 +82,120 @@ class ScoreMetric(Metric):
                 "has no solution; use alpha > 0 (for example alpha=1.0) for geodesics, distances and curvature"
             )
 
+    # ------------------------------------------------------------------ the score
+    @property
+    def score_name(self) -> str:
+        """A readable name of the score function, for error messages."""
+        fn = self.score
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        return f"{name} ({type(fn).__name__})" if isinstance(fn, torch.nn.Module) else name
+
+    def _s(self, x: torch.Tensor) -> torch.Tensor:
+        """s(x) with its shape checked (no host synchronisation)."""
+        return self._checked_shape(self.score(x), x)
+
+    def _checked_shape(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(s, torch.Tensor) or s.shape != x.shape:
+            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+            raise OutsideDomainError(
+                f"score {self.score_name} must map x of shape {tuple(x.shape)} to a score of the same shape, "
+                f"got {got} (at x = {describe_point(x)})"
+            )
+        return s
+
+    def _check_domain(self, x: torch.Tensor, name: str) -> None:
+        """The score at x must have x's shape and be finite; then G = αI + λ s sᵀ is positive-definite if α > 0."""
+        s = self._checked_shape(self.score(x), x)
+        finite = torch.isfinite(s).all(-1)
+        if not bool(finite.all()):
+            index = _first_bad(~finite)
+            point = x.expand_as(s)[index] if index else x
+            raise OutsideDomainError(
+                f"score {self.score_name} returned NaN or Inf at {name} = {describe_point(point)} (batch index "
+                f"{index}): {name} is outside the domain of the score metric"
+            )
+        if self.alpha == 0 and self.dim > 1:
+            raise OutsideDomainError(
+                f"{name}: with alpha=0, G(x) = λ s sᵀ has rank one and is positive-definite nowhere"
+            )
+
+    # ------------------------------------------------------------------ operators
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.score(x)
+        s = self._s(x)
         eye = torch.eye(self.dim, dtype=s.dtype, device=s.device)
         return self.alpha * eye + self.lam * s.unsqueeze(-1) * s.unsqueeze(-2)
 
+    def _apply(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        s = self._s(x)
+        return self.alpha * v + self.lam * (s * v).sum(-1, keepdim=True) * s
+
+    def _solve(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self._sherman_morrison(self._s(x), b)
+
+    def _sherman_morrison(self, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """G⁻¹ b = (b − λ s (s·b) / (α + λ|s|²)) / α (α > 0)."""
+        s_dot_b = (s * b).sum(-1, keepdim=True)
+        denom = self.alpha + self.lam * (s * s).sum(-1, keepdim=True)
+        return (b - self.lam * s * s_dot_b / denom) / self.alpha
+
     def _inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        s = self.score(x)
+        s = self._s(x)
         return self.alpha * (u * v).sum(-1) + self.lam * (s * u).sum(-1) * (s * v).sum(-1)
+
+    def _low_rank(self, x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        return self.alpha, math.sqrt(self.lam) * self._s(x).unsqueeze(-2)
 
     def _acceleration(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         x, v = torch.broadcast_tensors(x, v)
-        s, pullback = vjp(self.score, x)
-        Jt_v, transpose_of_pullback = vjp(lambda u: pullback(u)[0], v)
-        (J_v,) = transpose_of_pullback(v)
+        if self.symmetric_jacobian:
+            s, Jt_v = self._score_and_vjp(x, v)
+            vJv = (v * Jt_v).sum(-1, keepdim=True)
+            return -self.lam * vJv / (self.alpha + self.lam * (s * s).sum(-1, keepdim=True)) * s
+        s, J_v, Jt_v = self._score_jvp_vjp(x, v)
         vJv = (v * J_v).sum(-1, keepdim=True)
         s_dot_v = (s * v).sum(-1, keepdim=True)
-        lowered = self.lam * (vJv * s + s_dot_v * (J_v - Jt_v))
-        # Sherman–Morrison: G⁻¹ b = (b − λ s (s·b) / (α + λ|s|²)) / α
-        s_dot_b = (s * lowered).sum(-1, keepdim=True)
-        denom = self.alpha + self.lam * (s * s).sum(-1, keepdim=True)
-        return -(lowered - self.lam * s * s_dot_b / denom) / self.alpha
+        return -self._sherman_morrison(s, self.lam * (vJv * s + s_dot_v * (J_v - Jt_v)))
+
+    def _score_and_vjp(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """s(x) and Jᵀv: one forward and one backward pass."""
+        if not (_is_plain(x) and _is_plain(v)):
+            s, pullback = vjp(self._s, x)
+            return s, pullback(v)[0]
+        keep = torch.is_grad_enabled() and (x.requires_grad or v.requires_grad)
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_()
+            s = self._s(xg)
+            if not s.requires_grad:  # s does not depend on x
+                return s, torch.zeros_like(v)
+            (Jt_v,) = torch.autograd.grad(s, xg, v, create_graph=keep, materialize_grads=True)
+        return (s, Jt_v) if keep else (s.detach(), Jt_v)
+
+    def _score_jvp_vjp(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """s(x), J v and Jᵀ v.
+
+        Plain tensors: a forward pass, its backward pass with a graph (u ↦ Jᵀu,
+        linear in u) and the backward pass of that graph at v, which is J v
+        (measured faster than ``torch.func``: see benchmarks/geodesic_step.py).
+        Under ``torch.func`` transforms: ``vjp`` of the score and ``vjp`` of its
+        pullback, the same three passes.
+        """
+        if not (_is_plain(x) and _is_plain(v)):
+            s, pullback = vjp(self._s, x)
+            Jt_v, transpose_of_pullback = vjp(lambda u: pullback(u)[0], v)
+            return s, transpose_of_pullback(v)[0], Jt_v
+        keep = torch.is_grad_enabled() and (x.requires_grad or v.requires_grad)
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_()
+            vg = v if v.requires_grad else v.detach().requires_grad_()
+            s = self._s(xg)
+            if not s.requires_grad:  # s does not depend on x: J = 0
+                return s, torch.zeros_like(v), torch.zeros_like(v)
+            (Jt_v,) = torch.autograd.grad(s, xg, vg, create_graph=True, materialize_grads=True)
+            if Jt_v.requires_grad:
+                (J_v,) = torch.autograd.grad(Jt_v, vg, v, create_graph=keep, materialize_grads=True)
+            else:  # s does not depend on x (only on parameters): J = 0
+                J_v = torch.zeros_like(v)
+        return (s, J_v, Jt_v) if keep else (s.detach(), J_v, Jt_v.detach())
 
     def __repr__(self) -> str:
         return f"ScoreMetric(dim={self.dim}, lam={self.lam}, alpha={self.alpha})"
