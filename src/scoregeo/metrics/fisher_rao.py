@@ -76,7 +76,7 @@ class FisherRaoMetric(Metric):
 
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[:-1]
-        flat = x.reshape(-1, self.dim)
+        flat = x.reshape(-1, self.dim).contiguous()  # forward-mode AD refuses expanded (stride-0) memory
         with _no_validation():
             G = self._exact_fisher(flat) if self._is_exact(flat) else self._mc_fisher(flat)
         return G.reshape(*batch, self.dim, self.dim)

@@ -31,14 +31,17 @@ class MatrixMetric(Metric):
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
         return self._factor(x)[0]
 
-    def _factor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """G(x) checked, and its Cholesky factor L (G = L Lᵀ)."""
+    def _factor(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Tensor]:
+        """G(x) checked (errors name the point as ``name``), and its Cholesky factor L (G = L Lᵀ)."""
         G = self.fn(x)
         expected = (*x.shape[:-1], self.dim, self.dim)
         if not isinstance(G, torch.Tensor) or tuple(G.shape) != expected:
             got = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
             raise ValueError(f"fn must map x of shape {tuple(x.shape)} to G of shape {expected}, got {got}")
-        return G, check_spd(G, x)
+        return G, check_spd(G, x, name)
+
+    def _check_domain(self, x: torch.Tensor, name: str) -> None:
+        self._factor(x, name)
 
     def _solve(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         x, b = torch.broadcast_tensors(x, b)
