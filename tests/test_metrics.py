@@ -447,7 +447,7 @@ def test_bad_hyperparameters_raise_value_error_naming_them(mixture):
         ((torch.zeros(D - 1, dtype=F64), torch.ones(D - 1, dtype=F64)), r"x must have shape \(\.\.\., 5\)"),
         ((torch.zeros(D, dtype=F64), torch.ones(D + 1, dtype=F64)), r"v must have shape \(\.\.\., 5\)"),
         ((torch.zeros(2, D, dtype=F64), torch.ones(3, D, dtype=F64)), "x with shape .* and v with shape .* do not broadcast"),
-        ((torch.zeros(D, dtype=torch.int64), torch.ones(D, dtype=F64)), "x must be a floating-point tensor"),
+        ((torch.zeros(D, dtype=torch.int64), torch.ones(D, dtype=F64)), r"x must be a (floating-point|float32 or float64) tensor"),
         ((np.zeros(D), torch.ones(D, dtype=F64)), "x must be a torch.Tensor"),
     ],
 )

@@ -15,7 +15,8 @@ class MatrixMetric(Metric):
     A dense metric: G(x) is formed wherever the metric is used (``matrix``,
     ``apply``, ``inner``, ``norm``, ``solve``, ``acceleration``, Christoffel
     symbols, and the solvers' inner loops through the underscored methods), and
-    every time it is checked: finite, symmetric to a relative 1e-8, and
+    every time it is checked: finite, symmetric (to a relative 1e-8 in float64;
+    see :func:`~scoregeo.metrics.base.check_spd`), and
     positive-definite (Cholesky), with a ``ValueError`` naming the point where it
     fails. ``solve`` uses that Cholesky factor. Christoffel symbols and geodesic
     accelerations come from automatic differentiation of ``fn``, so ``fn`` must be

@@ -123,7 +123,7 @@ class ScoreMetric(Metric):
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
         s = self._s(x)
         eye = torch.eye(self.dim, dtype=s.dtype, device=s.device)
-        return self.alpha * eye + self.lam * s.unsqueeze(-1) * s.unsqueeze(-2)
+        return self.alpha * eye + self.lam * (s.unsqueeze(-1) * s.unsqueeze(-2))  # exactly symmetric
 
     def _apply(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         s = self._s(x)
@@ -146,15 +146,23 @@ class ScoreMetric(Metric):
         return self.alpha, math.sqrt(self.lam) * self._s(x).unsqueeze(-2)
 
     def _acceleration(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """−G⁻¹ Γ♭(v, v) in closed form; the Sherman–Morrison solve folded into per-point scalars.
+
+        With w = Jv − Jᵀv, a = vᵀJv, c = s·v: Γ♭ = λ (a s + c w), and
+        G⁻¹ Γ♭ = (λ/α) [c w + (a − λ (a|s|² + c s·w)/(α + λ|s|²)) s]: four dot
+        products and two passes over (..., d), no temporary per term.
+        """
         x, v = torch.broadcast_tensors(x, v)
+        lam, alpha = self.lam, self.alpha
         if self.symmetric_jacobian:
             s, Jt_v = self._score_and_vjp(x, v)
-            vJv = (v * Jt_v).sum(-1, keepdim=True)
-            return -self.lam * vJv / (self.alpha + self.lam * (s * s).sum(-1, keepdim=True)) * s
+            s_sq = _dot(s, s)
+            return (-lam * _dot(v, Jt_v) / (alpha + lam * s_sq)) * s
         s, J_v, Jt_v = self._score_jvp_vjp(x, v)
-        vJv = (v * J_v).sum(-1, keepdim=True)
-        s_dot_v = (s * v).sum(-1, keepdim=True)
-        return -self._sherman_morrison(s, self.lam * (vJv * s + s_dot_v * (J_v - Jt_v)))
+        w = J_v - Jt_v
+        a, c, s_sq, s_w = _dot(v, J_v), _dot(s, v), _dot(s, s), _dot(s, w)
+        coef_s = (lam / alpha) * (lam * (a * s_sq + c * s_w) / (alpha + lam * s_sq) - a)
+        return torch.addcmul(coef_s * s, w, c, value=-lam / alpha)
 
     def _score_and_vjp(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """s(x) and Jᵀv: one forward and one backward pass."""
@@ -199,3 +207,8 @@ class ScoreMetric(Metric):
 
     def __repr__(self) -> str:
         return f"ScoreMetric(dim={self.dim}, lam={self.lam}, alpha={self.alpha})"
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise a·b over the last dimension, kept as (..., 1)."""
+    return (a * b).sum(-1, keepdim=True)
