@@ -64,7 +64,7 @@ def test_d_dim_mixture_at_lifted_points_equals_the_3d_one(d):
     torch.testing.assert_close(problem.reduce(lifted), torch.cat([p3[:, :2], p3[:, 2:].abs()], 1), rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("d", [16, 64])
+@pytest.mark.parametrize("d", [16, 64, 784])
 def test_structured_score_and_log_prob_equal_the_mixture_everywhere(d):
     problem = oracles.default_problem(d)
     x = torch.randn(40, d, generator=torch.Generator().manual_seed(2), dtype=F64)  # generic points of R^d
@@ -126,7 +126,7 @@ def test_reference_geodesics_are_shortest_verified_and_geodesics_in_Rd():
     assert ref.distance.shape == (2,) and ref.points.shape == (2, 65, 3) and ref.initial_velocity.shape == (2, 3)
     torch.testing.assert_close(ref.points[:, 0], x0, rtol=0, atol=0)
     torch.testing.assert_close(ref.points[:, -1], x1, rtol=0, atol=0)
-    assert float(ref.shot_miss.max()) < 1e-8 and float(ref.quadrature_error.max()) < 1e-9
+    assert float(ref.shot_miss.max()) < 1e-7 and float(ref.quadrature_error.max()) < 1e-9
     assert bool((ref.collocation_residual <= 1e-11).all())
     assert ref.n_starts == 17 and bool((ref.n_converged >= 1).all()) and bool((ref.n_local >= 1).all())
     torch.testing.assert_close(ref.local_lengths[:, 0], ref.distance, rtol=1e-6, atol=0)  # shortest first
@@ -150,9 +150,10 @@ def test_reference_geodesics_are_shortest_verified_and_geodesics_in_Rd():
 
     # lifted, the references are geodesics in R^d: the shot from the lifted initial velocity lands on the lifted
     # end point, with the metric norm of the velocity (the length) unchanged
-    for d in (16, 64):
+    for d in (16, 64, 784):
         embedded = oracles.embedded_mixture(d, problem.mixture2.means, problem.mixture2.covs, problem.c, seed=d)
-        metric = sg.ScoreMetric(embedded.mixture.score, d, lam, 1.0)  # the generic d-dim mixture's score
+        # the generic d-dim mixture's score (K d×d precisions), and at d = 784 the structured O(K d) one
+        metric = embedded.metric(lam) if d > 64 else sg.ScoreMetric(embedded.mixture.score, d, lam, 1.0)
         shot = sg.shoot(metric, embedded.lift(x0), embedded.lift(ref.initial_velocity), n_points=2, rtol=1e-12, atol=1e-12)
         assert bool(shot.converged.all())
         miss = (shot.end_point - embedded.lift(x1)).norm(dim=-1)
