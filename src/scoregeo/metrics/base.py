@@ -44,16 +44,27 @@ and overrides what it can do faster or more exactly:
 * ``_low_rank(x)`` → ``(alpha, U)`` with alpha a float and U (..., r, d) such
   that G(x) = alpha·I + Uᵀ U, or ``None`` (default) when the metric has no such
   form. Boundary-value solvers build Woodbury preconditioners from it.
-* ``_check_domain(x, name)``: default evaluates G(x) densely and checks it is
-  finite, symmetric and positive-definite.
+* ``_check_domain(x, name)``: raise :class:`OutsideDomainError` (a
+  ``ValueError``) naming ``name`` and the point. Default: G(x) built densely is
+  finite, symmetric and positive-definite (d ≤ ``MAX_DENSE_DOMAIN_CHECK``; above,
+  only G·1 finite and 1ᵀG1 > 0). Euclidean accepts every finite point;
+  ScoreMetric checks the score's shape and finiteness (G is then positive-definite
+  for α > 0); MatrixMetric checks the user's G.
 
-Convergence of geodesic solvers needs ``_acceleration`` (and ``_apply``) to
-compose with ``torch.func`` (jvp, vjp, vmap over tangents).
+The public methods check their result too: if it holds NaN or Inf they run
+``check_domain`` at x, so a point outside the domain gets its named
+``ValueError`` (otherwise a ``RuntimeWarning`` says the result overflowed).
+
+Geodesic solvers take JVPs of ``_acceleration`` (and vmap them over tangents),
+so ``_apply``, ``_solve`` and ``_acceleration`` must compose with ``torch.func``
+(the defaults and every built-in metric do; conjugate gradient is then
+differentiated through its iterations).
 """
 
 from __future__ import annotations
 
 import warnings
+
 import torch
 from torch.func import jvp, vjp
 
@@ -144,9 +155,11 @@ class Metric:
         except OutsideDomainError:
             raise
         except Exception as error:  # the user's field failed: report where, keep the cause
+            where = (f"{name} = {describe_point(x)}" if x.ndim == 1 else
+                     f"{name} (a batch of shape {tuple(x.shape[:-1])}; first point {describe_point(x)})")
             raise OutsideDomainError(
-                f"{name} is outside the domain of {self!r}: evaluating the metric at {name} = "
-                f"{describe_point(x)} raised {type(error).__name__}: {error}"
+                f"{name} is outside the domain of {self!r}: evaluating the metric at {where} raised "
+                f"{type(error).__name__}: {error}"
             ) from error
 
     # ------------------------------------------------------------ implementation
