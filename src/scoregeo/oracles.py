@@ -288,7 +288,8 @@ class ReferenceDistances:
             until two extrapolations agree to 1e-12).
         n_starts: number of start curves per pair; n_converged: how many converged.
         n_local: distinct converged local geodesics among them.
-        local_lengths: (..., n_starts) their lengths, shortest first, NaN-padded.
+        local_lengths: (..., n_starts) their lengths, shortest first, NaN-padded (from the screening
+            solves: accurate to about 1e-6 relative; only ``distance`` is polished).
         seconds: wall time of the whole call (all pairs).
     """
 
@@ -353,8 +354,10 @@ def reference_distance(
     sensitive (on the worst pair a relative change of 1e-9 in the velocity moved
     the end point by 5e-7, so a 2e-8 miss certifies the velocity to ~4e-11);
     quadrature agreement ≤ 1e-13.
-    Cost on the default problem: about 2 CPU-s per pair at λ = 10 and at
-    λ = 100 (one thread).
+    Cost on the default problem (one thread): 1.5–3 CPU-s per pair at
+    λ = 10 and 100. Starts converging: 5 to 17 of 17 per pair. Doubling the
+    starts (bends 0.2, 0.4, 0.8, 1.2, 2.0: 41 starts) changed no distance by
+    more than 1e-14 on those 36 pairs.
 
     Args:
         problem: an :class:`EmbeddedMixtureProblem` (its ``mixture3`` is used) or a 3-D mixture.
@@ -493,7 +496,9 @@ def bowed_starts(a: torch.Tensor, b: torch.Tensor, directions: list[torch.Tensor
     return torch.stack([line, *arcs])
 
 
-def shortest_geodesic(metric, a, b, directions, bends=_BENDS, rtol=_POLISH_RTOL):
+def shortest_geodesic(
+    metric, a: torch.Tensor, b: torch.Tensor, directions: list[torch.Tensor], bends=_BENDS, rtol: float = _POLISH_RTOL
+) -> tuple[CollocationResult, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The shortest converged geodesic (B pairs) from the bowed starts, refined to ``rtol``.
 
     Works in any dimension (``directions``: unit vectors (B, d) orthogonal to the
