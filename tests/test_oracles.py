@@ -219,8 +219,11 @@ def test_reference_matches_the_paraboloid_closed_form():
     problem = oracles.embedded_mixture(16, torch.zeros(1, 2, dtype=F64), sigma**2 * torch.eye(2, dtype=F64), sigma)
     x0 = torch.tensor([[0.5, 0.3, 0.2], [0.9, -0.4, 0.3], [0.3, 0.2, 0.1]], dtype=F64)
     x1 = torch.tensor([[-0.4, 0.6, 0.7], [0.2, 1.1, 0.0], [1.2, 0.8, 0.4]], dtype=F64)  # the last: same ray
-    ref = oracles.reference_distance(problem, x0, x1, lam, bends=(0.4,))
+    # given as points of R^16 on the ray of e (reduced by problem.reduce_on_ray)
+    ref = oracles.reference_distance(problem, problem.lift(x0), problem.lift(x1), lam, bends=(0.4,))
     assert bool(ref.verified.all())
+    torch.testing.assert_close(ref.x0, x0, rtol=0, atol=1e-14)
+    torch.testing.assert_close(ref.x1, x1, rtol=0, atol=1e-14)
     for i in range(len(x0)):
         r0, r1 = float(x0[i].norm()), float(x1[i].norm())
         cos = float(x0[i] @ x1[i]) / (r0 * r1)
@@ -244,6 +247,11 @@ def test_problem_pairs_are_off_plane_separated_and_seeded():
 def test_bad_input_is_refused():
     problem = oracles.default_problem(8)
     good = torch.tensor([0.0, 0.0, 0.5], dtype=F64)
+    off_ray = problem.lift(good) + 0.1 * torch.randn(8, generator=torch.Generator().manual_seed(4), dtype=F64)
+    with pytest.raises(ValueError, match="ray of e"):
+        oracles.reference_distance(problem, off_ray, problem.lift(good + 1), 10.0)
+    with pytest.raises(ValueError, match="ray of e"):
+        oracles.reference_distance(problem, problem.lift(-good), problem.lift(good + 1), 10.0)  # z < 0
     with pytest.raises(ValueError, match=">= 0"):
         oracles.reference_distance(problem, good, torch.tensor([1.0, 0.0, -0.1], dtype=F64), 10.0)
     with pytest.raises(ValueError, match="alpha=0"):

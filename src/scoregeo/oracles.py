@@ -162,6 +162,24 @@ class EmbeddedMixtureProblem:
         off = points - y @ Q.T
         return torch.cat([y, off.norm(dim=-1, keepdim=True)], -1)
 
+    def reduce_on_ray(self, points: torch.Tensor, name: str = "points") -> torch.Tensor:
+        """Points (..., d) of the form Q a + z e with z >= 0 to (a, z) (..., 3); (..., 3) input is returned as is.
+
+        Raises a ValueError when the off-plane part of a point is not on the ray of
+        e (to 1e-10 relative): the oracle covers only such end points.
+        """
+        if not isinstance(points, torch.Tensor) or points.ndim == 0 or points.shape[-1] != self.d:
+            return points
+        check_points(points, self.d, name)
+        Q, e = self.frame.to(points), self.normal.to(points)
+        y = points @ Q
+        z = points @ e
+        rest = points - y @ Q.T - z.unsqueeze(-1) * e
+        tol = 1e-10 * (1 + points.abs().amax(-1))
+        if bool((rest.norm(dim=-1) > tol).any()) or bool((z < -tol).any()):
+            raise ValueError(f"{name} must be points Q a + z e with z >= 0 (off-plane part on the ray of e)")
+        return torch.cat([y, z.clamp_min(0).unsqueeze(-1)], -1)
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) of the d-dimensional mixture, (..., d) → (...), in O(K d) per point (no d×d matrices)."""
         check_points(x, self.d, "x")
@@ -361,7 +379,9 @@ def reference_distance(
 
     Args:
         problem: an :class:`EmbeddedMixtureProblem` (its ``mixture3`` is used) or a 3-D mixture.
-        x0, x1: (..., 3) end points in reduced coordinates (broadcast together), z >= 0.
+        x0, x1: (..., 3) end points in reduced coordinates (broadcast together), z >= 0;
+            or, with an :class:`EmbeddedMixtureProblem` of d > 3, points (..., d) of R^d
+            of the form Q a + z e, z >= 0 (reduced by ``problem.reduce_on_ray``).
         lam, alpha: the score metric αI + λ s sᵀ (alpha > 0).
         n_points: samples of the returned geodesics (>= 2).
         rtol: length agreement of the final collocation solve.
@@ -379,6 +399,8 @@ def reference_distance(
     metric = ScoreMetric(mixture.score, 3, lam, alpha)
     metric.check_solvable()
     n_points = check_positive_int(n_points, "n_points", minimum=2)
+    if isinstance(problem, EmbeddedMixtureProblem) and problem.d > 3:
+        x0, x1 = problem.reduce_on_ray(x0, "x0"), problem.reduce_on_ray(x1, "x1")
     check_points(x0, 3, "x0")
     check_points(x1, 3, "x1")
     x0, x1 = torch.broadcast_tensors(x0, x1)
