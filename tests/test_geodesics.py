@@ -264,5 +264,5 @@ def test_unconverged_solve_warns_and_says_so():
     metric = half_plane()
     x0, x1 = upper_points(2, seed=9), upper_points(2, seed=10)
     with pytest.warns(RuntimeWarning, match="did not converge"):
-        path = sg.geodesic(metric, x0, x1, method="energy", n_points=40, max_iter=1)
+        path = sg.geodesic(metric, x0, x1, solver=sg.geodesics.EnergySolver(max_iter=1), n_points=40)
     assert not bool(path.converged.all())

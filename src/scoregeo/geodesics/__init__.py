@@ -1,8 +1,34 @@
 """Geodesics: initial- and boundary-value solvers, curves and distances."""
 
 from .bvp import distance, geodesic, log_map
+from .collocation import CollocationSolver
 from .curves import curve_energy, curve_length
+from .energy import EnergySolver
 from .ivp import exp_map, shoot
+from .multilevel import MultilevelNewton
 from .path import Path
+from .shooting import ShootingSolver
+from .shortest import Shortest
+from .solver import SOLVERS, BVPSolver, get_solver, register
+from .starts import StartCurves
 
-__all__ = ["Path", "shoot", "exp_map", "geodesic", "distance", "log_map", "curve_length", "curve_energy"]
+__all__ = [
+    "Path",
+    "shoot",
+    "exp_map",
+    "geodesic",
+    "distance",
+    "log_map",
+    "curve_length",
+    "curve_energy",
+    "BVPSolver",
+    "SOLVERS",
+    "register",
+    "get_solver",
+    "Shortest",
+    "StartCurves",
+    "CollocationSolver",
+    "MultilevelNewton",
+    "EnergySolver",
+    "ShootingSolver",
+]

@@ -31,6 +31,8 @@ from torch.func import jvp
 
 from ..metrics import Metric
 from .chebyshev import ChebyshevGrid, chebyshev_grid, interpolate, resample_polylines
+from .path import Path
+from .solver import BVPSolver
 
 _FIRST_ORDER = 32  # polynomial degree of the first solve
 _NEWTON_MAX_ITER = 20
@@ -327,3 +329,38 @@ def metric_time_samples(
     points = interpolate(grid, values, tau)
     points[:, 0], points[:, -1] = values[:, 0], values[:, -1]
     return points, initial_velocity(metric, result), timing_error
+
+
+@dataclass
+class CollocationSolver(BVPSolver):
+    """Chebyshev collocation with Newton's method (registered as "collocation"); dense, for small d.
+
+    Args:
+        rtol: length agreement of two successive degrees (see :func:`collocation_geodesic`).
+        max_order: largest polynomial degree tried.
+
+    ``Path.residual`` is the relative change of the length between the last two
+    degrees; ``speed_drift`` the largest error of the samples' arc-length positions.
+    """
+
+    rtol: float | None = None
+    max_order: int = 1024
+    name: str = "collocation"
+
+    def refine(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor, n_points: int) -> Path:
+        result = collocation_geodesic(metric, starts, rtol=self.rtol, max_order=self.max_order, groups=groups)
+        points, velocity, timing_error = metric_time_samples(metric, result, n_points)
+        length = result.length
+        return Path(
+            points=points,
+            times=torch.linspace(0, 1, n_points, dtype=points.dtype, device=points.device),
+            length=length,
+            energy=length**2,
+            converged=result.converged,
+            initial_velocity=velocity,
+            residual=result.residual,
+            speed_drift=timing_error,
+            method=self.name,
+            local_lengths=length.unsqueeze(-1).clone(),
+            n_local=torch.ones_like(length, dtype=torch.long),
+        )

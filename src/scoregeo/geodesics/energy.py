@@ -7,6 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from ..metrics import Metric
+from . import hermite
+from .chebyshev import resample_polylines
+from .path import Path
+from .solver import BVPSolver
 
 
 @dataclass
@@ -83,3 +87,58 @@ def minimize_energy(
         if not bool(torch.isfinite(rel).all()) or not energy < previous:
             break  # diverged, or a whole chunk of L-BFGS no longer lowers the energy: report what we have
     return EnergyResult(points=curves().detach(), gradient_norm=rel, converged=rel <= gtol, iterations=iterations)
+
+
+@dataclass
+class EnergySolver(BVPSolver):
+    """Discrete curve-energy minimisation by L-BFGS at the requested number of points (registered as "energy").
+
+    A discretisation-limited solver: its error is O(1/n_points²). The returned
+    ``length`` is the metric length of the returned curve (the fourth-order
+    Hermite curve through its points, by quadrature); ``residual`` estimates
+    its discretisation error as the relative length change when every other
+    point is dropped; ``converged`` needs the optimiser's gradient tolerance
+    and ``residual <= rtol``.
+
+    Args:
+        rtol: largest accepted ``residual`` (default 1e-3).
+        gtol: optimiser tolerance (see :func:`minimize_energy`).
+        max_iter: L-BFGS iterations.
+    """
+
+    rtol: float = 1e-3
+    gtol: float | None = None
+    max_iter: int = 2000
+    name: str = "energy"
+
+    def refine(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor, n_points: int) -> Path:
+        targets = torch.linspace(0, 1, max(n_points, 5), dtype=starts.dtype, device=starts.device)
+        init = resample_polylines(starts, targets)
+        init[:, 0], init[:, -1] = starts[:, 0], starts[:, -1]
+        result = minimize_energy(metric, init, gtol=self.gtol, max_iter=self.max_iter)
+        points = result.points
+        length, energy, spread = hermite.measure(metric, points)
+        residual = _halving_change(metric, points, length)
+        path_points = points if points.shape[1] == n_points else hermite.resample(points, n_points)
+        return Path(
+            points=path_points,
+            times=torch.linspace(0, 1, n_points, dtype=points.dtype, device=points.device),
+            length=length,
+            energy=energy,
+            converged=result.converged & (residual <= self.rtol),
+            initial_velocity=hermite.derivatives(points)[:, 0],
+            residual=residual,
+            speed_drift=spread,
+            method=self.name,
+            local_lengths=length.unsqueeze(-1).clone(),
+            n_local=torch.ones_like(length, dtype=torch.long),
+            evaluations=torch.full_like(length, result.iterations * (points.shape[1] - 1), dtype=torch.long),
+        )
+
+
+def _halving_change(metric: Metric, points: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """|L − L_half| / L, L_half the length of the Hermite curve through every other point (an error estimate)."""
+    coarse = points[:, ::2] if (points.shape[1] - 1) % 2 == 0 else hermite.resample(points, (points.shape[1] + 1) // 2)
+    half = hermite.length(metric, coarse)
+    change = (length - half).abs() / length.abs().clamp_min(torch.finfo(points.dtype).tiny)
+    return torch.where(torch.isfinite(change), change, torch.inf)

@@ -26,36 +26,61 @@ def graph_paths(
     x0: torch.Tensor,
     x1: torch.Tensor,
     n_points: int,
-    n_nodes: int = 1500,
+    n_nodes: int | None = None,
     k: int = 16,
     seed: int = 0,
+    anchors: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Initial curves (B, n_points, d) for pairs x0, x1 (B, d) from graph shortest paths.
+    """Initial curves (B, n_points, d) for pairs x0, x1 (B, d) from graph shortest paths, one graph per pair.
 
-    Nodes: ``n_nodes`` uniform random points (fixed ``seed``) in the bounding box
-    of all end points, padded by half its largest side, plus the end points;
-    nodes where G is not finite and positive-definite are dropped (this keeps
-    the graph inside the metric's domain). Edges join each node to its ``k``
-    Euclidean nearest neighbours, weighted by the Riemannian length of the
-    segment (4-point Gauss–Legendre quadrature). Each curve is resampled at
-    equal Riemannian arc length. A pair with no connecting path in the graph
-    gets the straight line.
+    Nodes: the pair's end points plus ``anchors`` (M, d) when given (for
+    example training samples: in high dimension, points of the data are where
+    short paths go), otherwise ``n_nodes`` random points (fixed ``seed``, the
+    same draw for every pair) placed around the pair: in d <= 3 uniformly in
+    the pair's bounding box padded by half its largest side (default 500
+    nodes), above in a tube around the chord (default 200 nodes). Nodes where
+    the metric is not finite and positive are dropped (this keeps the graph
+    inside the metric's domain). Edges join each node to its ``k`` Euclidean
+    nearest neighbours, weighted by the metric length of the segment (4-point
+    Gauss–Legendre quadrature). Each curve is resampled at equal metric arc
+    length. A pair with no connecting path gets the straight line. A pair's
+    curve depends on that pair alone, not on the rest of the batch.
     """
     B, d = x0.shape
-    lo = torch.minimum(x0.min(0).values, x1.min(0).values)
-    hi = torch.maximum(x0.max(0).values, x1.max(0).values)
-    pad = 0.5 * float((hi - lo).max().clamp_min(1e-12))
+    if n_nodes is None:
+        n_nodes = 500 if d <= 3 else 200
+    if anchors is not None:
+        anchors = anchors.to(dtype=x0.dtype, device=x0.device).reshape(-1, d)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    random = torch.rand(n_nodes, d, generator=gen, dtype=x0.dtype).to(x0.device)
-    nodes = torch.cat([x0, x1, (lo - pad) + random * (hi - lo + 2 * pad)])
+    unit = torch.rand(n_nodes, d, generator=gen, dtype=torch.float64).to(dtype=x0.dtype, device=x0.device)
+    normal = torch.randn(n_nodes, d, generator=gen, dtype=torch.float64).to(dtype=x0.dtype, device=x0.device)
+    curves = []
+    for a, b in zip(x0, x1):
+        others = anchors if anchors is not None else _random_nodes(a, b, unit, normal)
+        curves.append(_graph_path(metric, a, b, others, n_points, k))
+    return torch.stack(curves)
+
+
+def _random_nodes(a: torch.Tensor, b: torch.Tensor, unit: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+    """Random graph nodes around the pair a, b (d,) from fixed draws ``unit`` (uniform) and ``normal`` (Gaussian)."""
+    d = a.shape[0]
+    if d <= 3:
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        pad = 0.5 * (hi - lo).max().clamp_min(1e-12)
+        return (lo - pad) + unit * (hi - lo + 2 * pad)
+    chord = b - a
+    along = -0.25 + 1.5 * unit[:, :1]  # positions along the chord, a little beyond both ends
+    return a + along * chord + 0.3 * chord.norm() * normal / d**0.5
+
+
+def _graph_path(metric: Metric, a: torch.Tensor, b: torch.Tensor, others: torch.Tensor, n_points: int, k: int):
+    nodes = torch.cat([a[None], b[None], others])
     with torch.no_grad():
         valid = _valid_nodes(metric, nodes)
-    valid[: 2 * B] = True  # end points are always kept
-    index = valid.nonzero().squeeze(-1)
-    nodes = nodes[index]
+    valid[:2] = True  # end points are always kept
+    nodes = nodes[valid]
     n = nodes.shape[0]
     k = min(k, n - 1)
-
     with torch.no_grad():
         dists = torch.cdist(nodes, nodes)
         neighbours = dists.topk(k + 1, largest=False).indices[:, 1:]
@@ -66,30 +91,24 @@ def graph_paths(
     graph = coo_matrix(
         (lengths[ok].cpu().numpy(), (src[ok].cpu().numpy(), dst[ok].cpu().numpy())), shape=(n, n)
     ).tocsr()
-    distances, predecessors = dijkstra(graph, directed=False, indices=np.arange(B), return_predecessors=True)
-
-    curves = []
-    nodes_np = nodes.cpu().numpy()
-    for b in range(B):
-        target = B + b
-        if not np.isfinite(distances[b, target]):
-            chain = [b, target]
-        else:
-            chain = [target]
-            while chain[-1] != b:
-                chain.append(predecessors[b, chain[-1]])
-            chain.reverse()
-        polyline = torch.as_tensor(nodes_np[chain], dtype=x0.dtype, device=x0.device)
-        polyline[0], polyline[-1] = x0[b], x1[b]
-        curves.append(_resample(metric, polyline, n_points))
-    return torch.stack(curves)
+    distances, predecessors = dijkstra(graph, directed=False, indices=[0], return_predecessors=True)
+    if not np.isfinite(distances[0, 1]):
+        chain = [0, 1]
+    else:
+        chain = [1]
+        while chain[-1] != 0:
+            chain.append(int(predecessors[0, chain[-1]]))
+        chain.reverse()
+    polyline = nodes[chain].clone()
+    polyline[0], polyline[-1] = a, b
+    return _resample(metric, polyline, n_points)
 
 
 def _valid_nodes(metric: Metric, nodes: torch.Tensor) -> torch.Tensor:
-    G = metric._matrix(nodes)
-    finite = torch.isfinite(G).all(-1).all(-1)
-    _, info = torch.linalg.cholesky_ex(torch.where(finite[:, None, None], G, torch.eye(G.shape[-1], dtype=G.dtype)))
-    return finite & (info == 0)
+    """(n,) nodes where the metric is defined: ⟨e, e⟩ finite and positive for a fixed direction e."""
+    direction = torch.ones_like(nodes) / nodes.shape[-1] ** 0.5
+    squared = metric._inner(nodes, direction, direction)
+    return torch.isfinite(squared) & (squared > 0)
 
 
 def _segment_lengths(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
