@@ -274,17 +274,18 @@ class Metric:
         return f"{type(self).__name__}(dim={self.dim})"
 
 
-def dense_acceleration(metric: Metric, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def dense_acceleration(metric: Metric, x: torch.Tensor, v: torch.Tensor, checked: bool = False) -> torch.Tensor:
     """−G⁻¹ Γ♭(v, v) for a dense metric: one JVP and one VJP of ``metric._matrix``, one Cholesky solve.
 
     Γ♭(v, v)_l = (∂_v G v)_l − ½ ∂_l (vᵀ G v); no d×d×d tensor is formed.
+    ``checked``: ``metric._matrix`` already verifies that G is positive-definite.
     """
     x, v = (t.contiguous() for t in torch.broadcast_tensors(x, v))
     G, dG_v = jvp(metric._matrix, (x,), (v,))
     _, pullback = vjp(metric._matrix, x)
     (grad_quadratic,) = pullback(v.unsqueeze(-1) * v.unsqueeze(-2))
     lowered = (dG_v @ v.unsqueeze(-1)).squeeze(-1) - 0.5 * grad_quadratic
-    return -solve_spd(G, lowered, x)
+    return -solve_spd(G, lowered, x, checked)
 
 
 def describe_point(x: torch.Tensor) -> str:
@@ -305,35 +306,46 @@ def _point_at(x: torch.Tensor, batch_shape: torch.Size, index: tuple[int, ...]) 
     return x.expand(*batch_shape, x.shape[-1])[index] if batch_shape else x
 
 
-def check_spd(G: torch.Tensor, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Check G (..., d, d) is finite, symmetric and positive-definite; return its Cholesky factor.
+def check_spd(G: torch.Tensor, x: torch.Tensor, name: str = "x") -> None:
+    """Check G (..., d, d) is finite, symmetric and positive-definite at every point.
 
     Symmetric means max |G − Gᵀ| ≤ tol · max |G| per point, with tol = 1e-8, or
-    100 machine epsilons in a dtype where that is larger (1.2e-5 in float32).
+    100 machine epsilons in a dtype where that is larger (1.2e-5 in float32);
+    positive-definite means a Cholesky factorisation succeeds.
 
-    The ``ValueError`` names ``name`` and the first point x (..., d) where a
-    check fails. Works inside ``torch.func.jvp``/``vjp`` (the primal values are
-    inspected), not under ``vmap`` over the points.
+    The checks run on G's values only: under ``torch.func.jvp``/``vjp`` (and
+    vmap over tangents) the primal is inspected outside the transforms, so a
+    check costs a few plain operations and one host synchronisation whatever
+    the solver differentiates. The :class:`OutsideDomainError` names ``name`` and
+    the first point x (..., d) where a check fails.
     """
+    values = _values(G)
+    tol = max(1e-8, 100 * torch.finfo(G.dtype).eps)
+    finite = torch.isfinite(values).all(-1).all(-1)
+    asym = (values - values.mT).abs().amax(dim=(-1, -2))
+    asymmetric = asym > tol * values.abs().amax(dim=(-1, -2)).clamp_min(torch.finfo(G.dtype).tiny)
+    indefinite = torch.linalg.cholesky_ex(values)[1] != 0
+    if not bool((~finite | asymmetric | indefinite).any()):
+        return
     batch = G.shape[:-2]
-    finite = torch.isfinite(G).all(-1).all(-1)
-    if not bool(finite.all()):
-        index = _first_bad(~finite)
-        raise OutsideDomainError(
-            f"metric matrix G(x) contains NaN or Inf at {name} = {describe_point(_point_at(x, batch, index))} "
-            f"(batch index {index}): {name} is outside the metric's domain"
-        )
-    asym = (G - G.mT).abs().amax(dim=(-1, -2))
-    scale = G.abs().amax(dim=(-1, -2)).clamp_min(torch.finfo(G.dtype).tiny)
-    bad = asym > max(1e-8, 100 * torch.finfo(G.dtype).eps) * scale
-    if bool(bad.any()):
-        index = _first_bad(bad)
-        raise OutsideDomainError(
-            f"metric matrix G(x) is not symmetric at {name} = {describe_point(_point_at(x, batch, index))} "
-            f"(batch index {index}; max |G − Gᵀ| = {float(asym[index]):.3e}); a Riemannian metric needs a "
-            "symmetric positive-definite G"
-        )
-    return cholesky_checked(G, x, name)
+    for bad, problem in ((~finite, "contains NaN or Inf"), (asymmetric, "is not symmetric"),
+                         (indefinite, "is not positive-definite")):
+        if bool(bad.any()):
+            index = _first_bad(bad)
+            extra = f"; max |G − Gᵀ| = {float(asym[index]):.3e}" if problem == "is not symmetric" else ""
+            raise OutsideDomainError(
+                f"metric matrix G(x) {problem} at {name} = {describe_point(_point_at(x, batch, index))} "
+                f"(batch index {index}{extra}): {name} is outside the metric's domain (a Riemannian metric needs "
+                "a finite, symmetric, positive-definite G)"
+            )
+
+
+def _values(t: torch.Tensor) -> torch.Tensor:
+    """The values of t outside autograd and torch.func's differentiation levels (vmap levels are kept)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t) and not functorch.is_batchedtensor(t):
+        t = functorch.get_unwrapped(t)
+    return t.detach()
 
 
 def cholesky_checked(G: torch.Tensor, x: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -349,18 +361,17 @@ def cholesky_checked(G: torch.Tensor, x: torch.Tensor, name: str = "x") -> torch
     return L
 
 
-def solve_spd(G: torch.Tensor, b: torch.Tensor, x: torch.Tensor, L: torch.Tensor | None = None) -> torch.Tensor:
+def solve_spd(G: torch.Tensor, b: torch.Tensor, x: torch.Tensor, checked: bool = False) -> torch.Tensor:
     """Solve G y = b for symmetric positive-definite G (..., d, d), b (..., d).
 
-    Positive-definiteness is checked by a Cholesky factorisation G = L Lᵀ (or
-    the given factor ``L`` is used), then two triangular solves. Not
-    ``cholesky_solve``: in torch 2.13 its forward-mode derivative is wrong for
-    non-diagonal factors (pytorch#196694), and the geodesic solvers take JVPs
-    through this function. Not ``torch.linalg.solve`` either: torch 2.13's
-    batched CPU LU corrupts its pivots for d above 128 when it runs on several
-    threads.
+    A Cholesky factorisation G = L Lᵀ, then two triangular solves; unless
+    ``checked`` (G already passed :func:`check_spd`), positive-definiteness is
+    verified on the way. Not ``cholesky_solve``: in torch 2.13 its forward-mode
+    derivative is wrong for non-diagonal factors (pytorch#196694), and the
+    geodesic solvers take JVPs through this function. Not ``torch.linalg.solve``
+    either: torch 2.13's batched CPU LU corrupts its pivots for d above 128 when
+    it runs on several threads.
     """
-    L = cholesky_checked(G, x) if L is None else L
+    L = torch.linalg.cholesky_ex(G)[0] if checked else cholesky_checked(G, x)
     y = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False)
     return torch.linalg.solve_triangular(L.mT, y, upper=True).squeeze(-1)
-

@@ -18,7 +18,7 @@ class MatrixMetric(Metric):
     every time it is checked: finite, symmetric (to a relative 1e-8 in float64;
     see :func:`~scoregeo.metrics.base.check_spd`), and
     positive-definite (Cholesky), with a ``ValueError`` naming the point where it
-    fails. ``solve`` uses that Cholesky factor. Christoffel symbols and geodesic
+    fails. ``solve`` is a Cholesky solve. Christoffel symbols and geodesic
     accelerations come from automatic differentiation of ``fn``, so ``fn`` must be
     written with differentiable torch operations.
     """
@@ -30,24 +30,24 @@ class MatrixMetric(Metric):
         self.fn = fn
 
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
-        return self._factor(x)[0]
+        return self._checked(x, "x")
 
-    def _factor(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Tensor]:
-        """G(x) checked (errors name the point as ``name``), and its Cholesky factor L (G = L Lᵀ)."""
+    def _checked(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """G(x) after its shape and :func:`check_spd` (errors name the point as ``name``)."""
         G = self.fn(x)
         expected = (*x.shape[:-1], self.dim, self.dim)
         if not isinstance(G, torch.Tensor) or tuple(G.shape) != expected:
             got = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
             raise ValueError(f"fn must map x of shape {tuple(x.shape)} to G of shape {expected}, got {got}")
-        return G, check_spd(G, x, name)
+        check_spd(G, x, name)
+        return G
 
     def _check_domain(self, x: torch.Tensor, name: str) -> None:
-        self._factor(x, name)
+        self._checked(x, name)
 
     def _solve(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         x, b = torch.broadcast_tensors(x, b)
-        G, L = self._factor(x)
-        return solve_spd(G, b, x, L)
+        return solve_spd(self._matrix(x), b, x, checked=True)
 
     def _acceleration(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return dense_acceleration(self, x, v)
+        return dense_acceleration(self, x, v, checked=True)
