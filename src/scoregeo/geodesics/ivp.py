@@ -281,8 +281,9 @@ def _integrate(
     max-norm per curve, as strict in d = 3072 as in d = 2; a Euclidean norm
     would take about 1.6× fewer steps in high d but lets the coordinates near 0
     carry larger relative errors). A stage with a NaN or Inf counts as a
-    failed step (the step shrinks); a curve whose step underflows, or whose
-    acceleration at an accepted point is not finite, stops with _STOP_FAILED.
+    rejected step (the step shrinks); a curve whose acceleration at the start is
+    not finite, or whose step underflows (the end of a curve that runs into a
+    NaN region), stops with _STOP_FAILED.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -349,13 +350,16 @@ def _integrate(
 
 
 class _ErrorNorm:
-    """Per-curve error ratio: max over the first m coordinates of positions and velocities of |e| / (atol + rtol |y|)."""
+    """Per-curve error ratio: max of |e_i| / (atol + rtol |y_i|) over the first m coordinates of (x, v)."""
 
     def __init__(self, rtol: float, atol: float, n_controlled: int):
         self.rtol, self.atol, self.m = rtol, atol, n_controlled
 
     def __call__(self, errors: tuple[torch.Tensor, ...], states: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        ratios = [(e[:, : self.m].abs() / (self.atol + self.rtol * y[:, : self.m].abs())).amax(-1) for e, y in zip(errors, states)]
+        ratios = [
+            (e[:, : self.m].abs() / (self.atol + self.rtol * y[:, : self.m].abs())).amax(-1)
+            for e, y in zip(errors, states)
+        ]
         return torch.stack(ratios).amax(0)
 
 
