@@ -114,7 +114,7 @@ def newton_krylov(
         precondition = _preconditioner(metric, current)
         evaluations[live] += segments
         finite = torch.isfinite(value) & torch.isfinite(gradient).flatten(1).all(-1)
-        step, products = _steihaug_cg(hessian, precondition, -gradient, max_cg)
+        step, products = _steihaug_cg(hessian, precondition, -gradient, value, max_cg)
         evaluations[live] += 2 * segments * products
         slope = (gradient * step).flatten(1).sum(-1)  # = −decrement
         rel = (-slope / value.abs().clamp_min(torch.finfo(dtype).tiny)).clamp_min(0)
@@ -231,10 +231,10 @@ def _second_order_model(metric: Metric, curves: torch.Tensor):
     return energy.detach(), gradient.detach(), hessian
 
 
-def _steihaug_cg(hessian, precondition, rhs: torch.Tensor, max_iter: int) -> tuple[torch.Tensor, int]:
+def _steihaug_cg(hessian, precondition, rhs: torch.Tensor, energy: torch.Tensor, max_iter: int):
     """Truncated preconditioned CG for H p = rhs, per curve; returns p and the number of products.
 
-    Stops per curve at relative residual η = min(0.5, (rᵀP⁻¹r / scale)^{1/4})
+    Stops per curve at relative residual η = min(0.5, (rᵀP⁻¹r / E)^{1/4}), E the curve's energy
     (forcing terms that shrink as the gradient does, for superlinear Newton
     convergence) or at a direction of non-positive curvature; a curve that meets
     one at the first iteration takes the preconditioned gradient direction.
@@ -246,7 +246,7 @@ def _steihaug_cg(hessian, precondition, rhs: torch.Tensor, max_iter: int) -> tup
     p = z.clone()
     rz = _dot(r, z)
     start = rz.clone()
-    forcing = (start / start.max().clamp_min(torch.finfo(rhs.dtype).tiny)).clamp_min(0) ** 0.25
+    forcing = (start / energy.abs().clamp_min(torch.finfo(rhs.dtype).tiny)).clamp_min(0) ** 0.25
     forcing = torch.minimum(forcing, torch.full_like(forcing, 0.5))
     active = torch.ones(batch, dtype=torch.bool, device=rhs.device)
     products = 0

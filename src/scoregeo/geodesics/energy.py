@@ -9,6 +9,7 @@ import torch
 from ..metrics import Metric
 from . import hermite
 from .chebyshev import resample_polylines
+from .graph import segment_lengths
 from .path import Path
 from .solver import BVPSolver
 
@@ -94,9 +95,10 @@ class EnergySolver(BVPSolver):
     """Discrete curve-energy minimisation by L-BFGS at the requested number of points (registered as "energy").
 
     A discretisation-limited solver: its error is O(1/n_points²). The returned
-    ``length`` is the metric length of the returned curve (the fourth-order
-    Hermite curve through its points, by quadrature); ``residual`` estimates
-    its discretisation error as the relative length change when every other
+    curve is the polyline through its points, and ``length`` is its metric
+    length (Gauss–Legendre quadrature on every segment, not the midpoint rule,
+    which can miss a steep metric between two points); ``residual`` estimates
+    the discretisation error as the relative length change when every other
     point is dropped; ``converged`` needs the optimiser's gradient tolerance
     and ``residual <= rtol``.
 
@@ -117,9 +119,10 @@ class EnergySolver(BVPSolver):
         init[:, 0], init[:, -1] = starts[:, 0], starts[:, -1]
         result = minimize_energy(metric, init, gtol=self.gtol, max_iter=self.max_iter)
         points = result.points
-        length, energy, spread = hermite.measure(metric, points)
+        length = polyline_length(metric, points)
+        energy = discrete_energy(metric, points)
         residual = _halving_change(metric, points, length)
-        path_points = points if points.shape[1] == n_points else hermite.resample(points, n_points)
+        path_points = points if points.shape[1] == n_points else _polyline_samples(points, n_points)
         return Path(
             points=path_points,
             times=torch.linspace(0, 1, n_points, dtype=points.dtype, device=points.device),
@@ -128,7 +131,7 @@ class EnergySolver(BVPSolver):
             converged=result.converged & (residual <= self.rtol),
             initial_velocity=hermite.derivatives(points)[:, 0],
             residual=residual,
-            speed_drift=spread,
+            speed_drift=_speed_spread(metric, points),
             method=self.name,
             local_lengths=length.unsqueeze(-1).clone(),
             n_local=torch.ones_like(length, dtype=torch.long),
@@ -136,9 +139,38 @@ class EnergySolver(BVPSolver):
         )
 
 
+def polyline_length(metric: Metric, points: torch.Tensor, pieces: int = 16) -> torch.Tensor:
+    """Metric length (B,) of polylines (B, n, d): every segment cut into ``pieces``, 4-point Gauss–Legendre on each.
+
+    A discrete geodesic of a steep metric can cross a narrow region of large G
+    between two of its points, which a single quadrature rule per segment misses.
+    """
+    B, n, d = points.shape
+    fractions = torch.linspace(0, 1, pieces + 1, dtype=points.dtype, device=points.device)[:, None]
+    cuts = torch.lerp(points[:, :-1, None], points[:, 1:, None], fractions)  # (B, n − 1, pieces + 1, d)
+    starts, ends = cuts[:, :, :-1].reshape(-1, d), cuts[:, :, 1:].reshape(-1, d)
+    return segment_lengths(metric, starts, ends).reshape(B, -1).sum(-1)
+
+
+def _speed_spread(metric: Metric, points: torch.Tensor) -> torch.Tensor:
+    """max_i |s_i − mean s| / mean s over the segments' metric speeds s_i (0 at constant speed)."""
+    steps = points[:, 1:] - points[:, :-1]
+    speed = metric._inner(0.5 * (points[:, 1:] + points[:, :-1]), steps, steps).clamp_min(0).sqrt()
+    mean = speed.mean(-1, keepdim=True).clamp_min(torch.finfo(points.dtype).tiny)
+    return ((speed - mean).abs() / mean).amax(-1)
+
+
+def _polyline_samples(points: torch.Tensor, n_points: int) -> torch.Tensor:
+    """The polylines (B, n, d), taken as uniform in t, sampled at n_points uniform times."""
+    t = torch.linspace(0, points.shape[1] - 1, n_points, dtype=points.dtype, device=points.device)
+    left = t.floor().long().clamp(max=points.shape[1] - 2)
+    frac = (t - left)[None, :, None]
+    return points[:, left] + frac * (points[:, left + 1] - points[:, left])
+
+
 def _halving_change(metric: Metric, points: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """|L − L_half| / L, L_half the length of the Hermite curve through every other point (an error estimate)."""
-    coarse = points[:, ::2] if (points.shape[1] - 1) % 2 == 0 else hermite.resample(points, (points.shape[1] + 1) // 2)
-    half = hermite.length(metric, coarse)
+    """|L − L_half| / L, L_half the length of the polyline through every other point (an error estimate)."""
+    coarse = points[:, ::2] if (points.shape[1] - 1) % 2 == 0 else _polyline_samples(points, (points.shape[1] + 1) // 2)
+    half = polyline_length(metric, coarse)
     change = (length - half).abs() / length.abs().clamp_min(torch.finfo(points.dtype).tiny)
     return torch.where(torch.isfinite(change), change, torch.inf)

@@ -86,7 +86,7 @@ def _graph_path(metric: Metric, a: torch.Tensor, b: torch.Tensor, others: torch.
         neighbours = dists.topk(k + 1, largest=False).indices[:, 1:]
         src = torch.arange(n, device=nodes.device).repeat_interleave(k)
         dst = neighbours.reshape(-1)
-        lengths = _segment_lengths(metric, nodes[src], nodes[dst])
+        lengths = segment_lengths(metric, nodes[src], nodes[dst])
     ok = torch.isfinite(lengths) & (lengths > 0)
     graph = coo_matrix(
         (lengths[ok].cpu().numpy(), (src[ok].cpu().numpy(), dst[ok].cpu().numpy())), shape=(n, n)
@@ -111,7 +111,7 @@ def _valid_nodes(metric: Metric, nodes: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(squared) & (squared > 0)
 
 
-def _segment_lengths(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def segment_lengths(metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Riemannian lengths of straight segments a → b (E, d) → (E,) by Gauss–Legendre quadrature."""
     t = torch.as_tensor(_GL_NODES, dtype=a.dtype, device=a.device)
     w = torch.as_tensor(_GL_WEIGHTS, dtype=a.dtype, device=a.device)
@@ -126,7 +126,7 @@ def _resample(metric: Metric, polyline: torch.Tensor, n_points: int) -> torch.Te
     if polyline.shape[0] < 2:
         return polyline.expand(n_points, -1).clone()
     with torch.no_grad():
-        seg = _segment_lengths(metric, polyline[:-1], polyline[1:])
+        seg = segment_lengths(metric, polyline[:-1], polyline[1:])
     cumulative = torch.cat([seg.new_zeros(1), seg.cumsum(0)])
     total = cumulative[-1]
     if not bool(total > 0):
