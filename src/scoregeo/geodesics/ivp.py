@@ -11,9 +11,11 @@ Why high-dimensional shots can be expensive: for a learned score the Jacobian
 J = ∂s/∂x is not symmetric, and the term λ (s·v) (J − Jᵀ) v of the acceleration
 acts like a magnetic field that turns the velocity at a rate of about
 λ |s·v| ‖J − Jᵀ‖ / α. The curve really winds that fast, so any explicit
-integrator needs a number of steps proportional to it (measured at d = 3072:
-≈ 150 evaluations at λ = 1, ≈ 8 000 at λ = 100 for a random MLP and a
-data-scale velocity). The budget ``max_evals`` bounds the cost of every call.
+integrator needs a number of steps proportional to it (measured at d = 3072,
+float32, a random MLP d → 256 → 256 → d and a velocity the size of the distance
+between two data points: 158 evaluations at λ = 1, 836 at λ = 10, 8 996 at
+λ = 100, about 1.5 ms each on one CPU thread). The budget ``max_evals`` bounds
+the cost of every call.
 """
 
 from __future__ import annotations
