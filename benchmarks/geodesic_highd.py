@@ -87,13 +87,15 @@ ALPHA = 1.0
 WRONG_LOCAL = 0.01  # relative error above which a pair is in a wrong local geodesic
 TARGET_ERR = 1e-6
 N_INTERIOR = 64  # baselines' interior points
-LBFGS_TOL = 1e-9  # scale-free gradient tolerance of the L-BFGS baseline (see baselines.lbfgs_geodesic)
+LBFGS_TOL = 1e-5  # scale-free gradient tolerance of the L-BFGS baseline (see baselines.lbfgs_geodesic); on an
+# oracle pair going on to 1e-6 moved the length by 1e-7 relative and tripled the iterations (573 -> 1596)
+LBFGS_MAX_ITER = 5000  # iteration cap of the L-BFGS baseline (a pair that reaches it counts as not converged)
 SG_CALL_TIMEOUT = 1200  # seconds one batched scoregeo call may take before it counts as failed
 GEOMSTATS_TIMEOUT = 120  # seconds per pair
 
 FULL = dict(dims=[64, 784, 3072], lams=[10.0, 100.0], pairs=8, digit_sigmas=[0.1, 0.3],
             digit_lams=[10.0, 100.0, 1000.0], digit_pairs=16)
-QUICK = dict(dims=[64], lams=[10.0], pairs=3, digit_sigmas=[0.3], digit_lams=[100.0], digit_pairs=3)
+QUICK = dict(dims=[64], lams=[10.0], pairs=2, digit_sigmas=[0.3], digit_lams=[100.0], digit_pairs=2)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(os.environ.get("SCOREGEO_BENCH_CACHE", "/tmp/scoregeo-bench-cache"))  # trained digits model
@@ -129,18 +131,39 @@ def oracle_problem(d: int, lam: float, n_pairs: int, seed: int = 0) -> Problem:
     problem = oracles.default_problem(d, seed=seed, dtype=DTYPE)
     key = (lam, n_pairs, seed)
     if key not in _REFERENCES:
-        t0 = time.perf_counter()
-        a, b, ref, dropped = oracles.verified_pairs(problem, n_pairs, lam, ALPHA, seed=seed)
-        _REFERENCES[key] = (a, b, ref, dropped, time.perf_counter() - t0)
-    a, b, ref, dropped, seconds = _REFERENCES[key]
+        _REFERENCES[key] = _cached_references(problem, lam, n_pairs, seed)
+    a, b, distance, n_local, dropped, seconds = _REFERENCES[key]
     off = torch.stack([a[:, 2], b[:, 2]])
     note = (f"scoregeo.oracles.default_problem (means {oracles.DEFAULT_MEANS}, c = {oracles.DEFAULT_C}); pairs and "
             f"references by oracles.verified_pairs ({seconds:.0f} s, {len(dropped)} candidates dropped as unverified); "
             f"off-plane parts of the end points {float(off.min()):.2f} … {float(off.max()):.2f}; distances "
-            f"{float(ref.distance.min()):.3f} … {float(ref.distance.max()):.3f}; pairs with more than one local "
-            f"geodesic (3-D): {int((ref.n_local > 1).sum())}")
+            f"{float(distance.min()):.3f} … {float(distance.max()):.3f}; pairs with more than one local "
+            f"geodesic (3-D): {int((n_local > 1).sum())}")
     return Problem(f"symmetry oracle, d = {d}, λ = {lam:g}, α = {ALPHA:g}", d, lam, problem.score,
-                   problem.lift(a), problem.lift(b), ref.distance.clone(), [note])
+                   problem.lift(a), problem.lift(b), distance.clone(), [note])
+
+
+def _cached_references(problem, lam: float, n_pairs: int, seed: int):
+    """oracles.verified_pairs, cached on disk in CACHE under a hash of oracles.py (references take minutes)."""
+    import hashlib
+
+    from scoregeo import oracles
+
+    digest = hashlib.sha1(Path(oracles.__file__).read_bytes()).hexdigest()[:12]
+    where = CACHE / f"oracle-refs-{digest}-lam{lam:g}-n{n_pairs}-seed{seed}.pt"
+    if where.exists():
+        try:
+            c = torch.load(where)
+            return c["a"], c["b"], c["distance"], c["n_local"], c["dropped"], c["seconds"]
+        except Exception:  # noqa: BLE001 - unreadable cache: recompute
+            pass
+    t0 = time.perf_counter()
+    a, b, ref, dropped = oracles.verified_pairs(problem, n_pairs, lam, ALPHA, seed=seed)
+    c = dict(a=a, b=b, distance=ref.distance, n_local=ref.n_local, dropped=list(dropped),
+             seconds=time.perf_counter() - t0)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(c, where)
+    return c["a"], c["b"], c["distance"], c["n_local"], c["dropped"], c["seconds"]
 
 
 def digits_problem(model, sigma: float, lam: float, n_pairs: int, seed: int = 1) -> Problem:
@@ -257,7 +280,8 @@ def run_baseline(prob: Problem, name: str) -> Row:
     counter = CountingScore(prob.score)
     inner = score_inner(counter, prob.lam, ALPHA)
     if name == "lbfgs":
-        res = lbfgs_geodesic(inner, prob.x0, prob.x1, N_INTERIOR, tol=LBFGS_TOL, counter=counter)
+        res = lbfgs_geodesic(inner, prob.x0, prob.x1, N_INTERIOR, tol=LBFGS_TOL, max_iter=LBFGS_MAX_ITER,
+                             counter=counter)
         label = "L-BFGS (64 interior, strong Wolfe)"
         extra = [f"iterations per pair: median {res.iterations.median():.0f}, max {res.iterations.max():.0f}"]
     elif name == "adam":
@@ -275,6 +299,8 @@ def run_baseline(prob: Problem, name: str) -> Row:
 
 
 def solve_all(prob: Problem, solvers: list[str], baselines: list[str]) -> list[Row]:
+    # untimed warm-up (first autograd and allocator calls of the process cost seconds)
+    lbfgs_geodesic(score_inner(prob.score, prob.lam, ALPHA), prob.x0[:1], prob.x1[:1], N_INTERIOR, max_iter=5)
     rows = []
     for label, kw in SCOREGEO_SOLVERS:
         if label in solvers:
@@ -295,6 +321,13 @@ def solve_all(prob: Problem, solvers: list[str], baselines: list[str]) -> list[R
 
 
 # ============================================================================ tables
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "n/a"
+
+
 def _fmt(x: float, spec: str) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -303,7 +336,7 @@ def oracle_table(prob: Problem, rows: list[Row], threads: int) -> str:
     P = prob.x0.shape[0]
     lbfgs = next((r for r in rows if r.solver.startswith("L-BFGS")), None)
     t_lbfgs = float(lbfgs.seconds.mean()) if lbfgs else float("nan")
-    out = [f"### {prob.title}, {P} pairs, {threads} thread(s)", ""]
+    out = [f"### {prob.title}, {P} pairs, {threads} thread(s), load average {_load()}", ""]
     out += [f"- {n}" for n in prob.notes]
     out += ["", "| solver | s/pair | × L-BFGS time | score evals/pair | median rel. err | max rel. err | "
                 "wrong local (>1 %) | converged |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -331,7 +364,7 @@ def oracle_table(prob: Problem, rows: list[Row], threads: int) -> str:
 def digits_table(prob: Problem, rows: list[Row], threads: int) -> str:
     P = prob.x0.shape[0]
     lbfgs = next((r for r in rows if r.solver.startswith("L-BFGS")), None)
-    out = [f"### {prob.title}, {P} pairs, {threads} thread(s)", ""]
+    out = [f"### {prob.title}, {P} pairs, {threads} thread(s), load average {_load()}", ""]
     out += [f"- {n}" for n in prob.notes]
     out += ["", "| solver | s/pair | × L-BFGS time | score evals/pair | converged | length vs L-BFGS: median | "
                 "max | longer than L-BFGS (>1e-6) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -366,7 +399,7 @@ measure for every solver). Score evaluations: points at which the score was eval
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="d = 64, λ = 10, 3 pairs; digits σ 0.3, λ 100, 3 pairs")
+    p.add_argument("--quick", action="store_true", help="d = 64, λ = 10, 2 pairs; digits σ 0.3, λ 100, 2 pairs")
     p.add_argument("--dims", type=int, nargs="+")
     p.add_argument("--lams", type=float, nargs="+")
     p.add_argument("--pairs", type=int)
@@ -376,11 +409,17 @@ def main(argv=None) -> int:
     p.add_argument("--solvers", nargs="*", default=DEFAULT_SOLVERS,
                    help=f"scoregeo solvers, of {[s for s, _ in SCOREGEO_SOLVERS]}")
     p.add_argument("--baselines", nargs="*", default=BASELINES, help=f"subset of {BASELINES}")
-    p.add_argument("--threads", type=int, nargs="+", default=[2], help="torch threads (each a separate run)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads, each a separate run (default 1: on a loaded 2-core machine 2 threads made one score call 140x slower)")
     p.add_argument("--parts", nargs="+", default=["oracle", "digits"], choices=["oracle", "digits"])
+    p.add_argument("--lbfgs-tol", type=float, default=LBFGS_TOL, help="L-BFGS baseline gradient tolerance")
+    p.add_argument("--lbfgs-max-iter", type=int, help=f"L-BFGS baseline iteration cap (default {LBFGS_MAX_ITER}, "
+                                                        "--quick 1000)")
     p.add_argument("--out", help="result file (default benchmarks/results/geodesic_highd[_quick].txt)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
+    global LBFGS_TOL, LBFGS_MAX_ITER
+    LBFGS_TOL = args.lbfgs_tol
+    LBFGS_MAX_ITER = args.lbfgs_max_iter or (1000 if args.quick else LBFGS_MAX_ITER)
     cfg = dict(QUICK if args.quick else FULL)
     for key in cfg:
         if getattr(args, key, None) is not None:
