@@ -417,9 +417,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="result file (default benchmarks/results/geodesic_highd[_quick].txt)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
-    global LBFGS_TOL, LBFGS_MAX_ITER
-    LBFGS_TOL = args.lbfgs_tol
-    LBFGS_MAX_ITER = args.lbfgs_max_iter or (1000 if args.quick else LBFGS_MAX_ITER)
+    globals()["LBFGS_TOL"] = args.lbfgs_tol
+    globals()["LBFGS_MAX_ITER"] = args.lbfgs_max_iter or (1000 if args.quick else LBFGS_MAX_ITER)
     cfg = dict(QUICK if args.quick else FULL)
     for key in cfg:
         if getattr(args, key, None) is not None:
