@@ -378,10 +378,12 @@ def reference_distance(
     geodesic's length |v*|_g agrees with the distance to 1e-8. (2) A separate
     polyline quadrature of the returned curve from its point values (see
     ``quadrature_error``) must agree with its length to 1e-9. Measured on the
-    default problem (12 off-plane pairs at λ = 10 and 100, 36 in-plane pairs at
-    λ = 100): corrections ≤ 9e-9, shot lengths within 3e-10 of the distance
-    (≤ 4e-11 except on a pair whose geodesic barely leaves the plane, a nearly
-    degenerate case), quadrature agreement ≤ 1e-13.
+    default problem (12 off-plane pairs at λ = 10 and at 100, 24 in-plane pairs
+    at λ = 100): off-plane pairs needed no correction (raw misses ≤ 1e-10 at
+    λ = 10, ≤ 2e-9 at λ = 100); in-plane pairs corrections ≤ 9e-9, shot lengths
+    within 3e-10 of the distance (≤ 6e-11 except on a pair whose geodesic
+    barely leaves the plane, a nearly degenerate case); quadrature agreement
+    ≤ 1e-13 everywhere.
     Cost on the default problem (one thread): 1.5–3 CPU-s per pair at
     λ = 10 and 100. Starts converging: 5 to 17 of 17 per pair. Doubling the
     starts (bends 0.2, 0.4, 0.8, 1.2, 2.0: 41 starts) changed no distance by
