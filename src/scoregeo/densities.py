@@ -58,6 +58,8 @@ class Gaussian:
         check_points(x, self.dim, "x")
         return -(x - self.mean.to(x)) @ self.precision.to(x)
 
+    score.symmetric_jacobian = True  # a gradient field: ScoreMetric skips the Jᵀv pass
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw n samples, shape (n, d)."""
         check_positive_int(n, "n")
@@ -128,6 +130,8 @@ class GaussianMixture:
         resp = torch.softmax(logp, dim=-1)
         comp_scores = -(self.precisions.to(x) @ diff.unsqueeze(-1)).squeeze(-1)
         return (resp.unsqueeze(-1) * comp_scores).sum(-2)
+
+    score.symmetric_jacobian = True  # a gradient field: ScoreMetric skips the Jᵀv pass
 
     def noisy(self, sigma: float, mean_coef: float = 1.0) -> "GaussianMixture":
         """The law of m·X + σ·Z (X from this mixture, Z ~ N(0, I)): means m μ_k, covariances m² Σ_k + σ² I.

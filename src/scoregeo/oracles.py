@@ -201,6 +201,8 @@ class EmbeddedMixtureProblem:
         y = x @ Q
         return self.mixture2.score(y) @ Q.T - (x - y @ Q.T) / self.c**2
 
+    score.symmetric_jacobian = True  # a gradient field: ScoreMetric skips the Jᵀv pass
+
     def metric(self, lam: float, alpha: float = 1.0) -> ScoreMetric:
         """The score metric αI + λ s sᵀ in R^d (with the structured :meth:`score`)."""
         return ScoreMetric(self.score, self.d, lam, alpha)

@@ -21,7 +21,7 @@ from .ivp import validated_points
 from .multilevel import MultilevelNewton
 from .path import Path
 from .shooting import ShootingSolver
-from .shortest import scatter_paths
+from .shortest import default_solver, scatter_paths
 from .solver import BVPSolver, get_solver, register
 
 register("collocation", CollocationSolver)
@@ -124,7 +124,16 @@ def distance(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, **kwargs) -> to
 
 
 def log_map(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Riemannian logarithm log_{x0}(x1) (..., d): the initial velocity of the geodesic on [0, 1]."""
+    """Riemannian logarithm log_{x0}(x1) (..., d): the initial velocity of the geodesic on [0, 1].
+
+    Keyword arguments go to :func:`geodesic`. By default (``solver="auto"``) the
+    solve is tighter than for a distance: the length is stationary at a geodesic,
+    so a length right to rtol leaves the velocity right only to about √rtol
+    (see :func:`~scoregeo.geodesics.shortest.default_solver`).
+    """
+    if kwargs.get("solver", "auto") == "auto" and kwargs.get("method") in (None, "auto") and isinstance(metric, Metric):
+        kwargs.pop("method", None)
+        kwargs["solver"] = default_solver(metric.dim, for_velocity=True)
     return geodesic(metric, x0, x1, **kwargs).initial_velocity
 
 

@@ -30,4 +30,5 @@ def score_of(log_prob: Callable[[torch.Tensor], torch.Tensor]) -> ScoreFn:
         return summed_grad(x)
 
     score.__doc__ = f"Score of {getattr(log_prob, '__qualname__', repr(log_prob))} by autograd."
+    score.symmetric_jacobian = True  # a gradient field: ScoreMetric skips the Jᵀv pass
     return score
