@@ -47,7 +47,7 @@ _MAX_HALVINGS = 30
 
 @dataclass
 class NewtonResult:
-    """Flat-batch result of :func:`newton_krylov`.
+    """Flat-batch result of :func:`newton_krylov` and :func:`quasi_newton`.
 
     Attributes:
         points: (B, N + 1, d) the curves.
@@ -142,13 +142,21 @@ def quasi_newton(
     max_iter: int = 1000,
     history: int = 20,
 ) -> NewtonResult:
-    """Minimise the discrete energy by L-BFGS whose initial inverse Hessian is the preconditioner P⁻¹."""
+    """Minimise the discrete energy of curves (B, N + 1, d) by L-BFGS, with P⁻¹ as the initial inverse Hessian.
+
+    Robust far from a geodesic, where the Hessian is indefinite: every step is
+    a descent step (the preconditioned gradient replaces a direction that is
+    not), with a per-curve Armijo backtracking; curvature pairs with sᵀy <= 0
+    are kept out of the memory. The preconditioner is rebuilt at every iterate
+    (the metric moves with the curve). Arguments as for :func:`newton_krylov`,
+    with the decrement −∇Eᵀp of the L-BFGS direction; ``history``: pairs kept.
+    """
     B, n1, _ = curves.shape
     points = curves.detach().clone()
     device, dtype = points.device, points.dtype
     segments = n1 - 1
     evaluations = torch.zeros(B, dtype=torch.long, device=device)
-    value, gradient = _energy_gradient(metric, points)
+    value, gradient, _ = _energy_gradient(metric, points)
     evaluations += segments
     decrement = torch.full((B,), float("inf"), dtype=dtype, device=device)
     converged = torch.zeros(B, dtype=torch.bool, device=device)
@@ -173,7 +181,7 @@ def quasi_newton(
             break
         trial, trial_value, accepted, tried = _line_search(metric, points[idx], direction[idx], value[idx], slope[idx])
         evaluations[idx] += segments * tried
-        new_value, new_gradient = _energy_gradient(metric, trial)
+        new_value, new_gradient, _ = _energy_gradient(metric, trial)
         evaluations[idx] += segments
         step = torch.zeros_like(gradient)
         change = torch.zeros_like(gradient)
@@ -206,29 +214,26 @@ def _two_loop(gradient, memory, precondition):
     return r
 
 
-def _energy_gradient(metric: Metric, curves: torch.Tensor):
+def _energy_gradient(metric: Metric, curves: torch.Tensor, create_graph: bool = False):
+    """Energies (B,), gradients (B, N−1, d) at the interior points, and the interior leaf tensor."""
     with torch.enable_grad():
         interior = curves[:, 1:-1].detach().requires_grad_(True)
         full = torch.cat([curves[:, :1], interior, curves[:, -1:]], 1)
         energy = discrete_energy(metric, full)
-        (gradient,) = torch.autograd.grad(energy.sum(), interior)
-    return energy.detach(), gradient
+        (gradient,) = torch.autograd.grad(energy.sum(), interior, create_graph=create_graph)
+    return energy.detach(), gradient, interior
 
 
 def _second_order_model(metric: Metric, curves: torch.Tensor):
     """Energy (B,), gradient (B, N−1, d) and a Hessian-vector product closure at the interior points."""
-    with torch.enable_grad():
-        interior = curves[:, 1:-1].detach().requires_grad_(True)
-        full = torch.cat([curves[:, :1], interior, curves[:, -1:]], 1)
-        energy = discrete_energy(metric, full)
-        (gradient,) = torch.autograd.grad(energy.sum(), interior, create_graph=True)
+    energy, gradient, interior = _energy_gradient(metric, curves, create_graph=True)
 
     def hessian(direction: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             (product,) = torch.autograd.grad(gradient, interior, direction, retain_graph=True)
         return product
 
-    return energy.detach(), gradient.detach(), hessian
+    return energy, gradient.detach(), hessian
 
 
 def _steihaug_cg(hessian, precondition, rhs: torch.Tensor, energy: torch.Tensor, max_iter: int):

@@ -9,6 +9,7 @@ import torch
 from ..metrics import Metric
 from . import hermite
 from .chebyshev import resample_polylines
+from .discrete import discrete_energy
 from .graph import segment_lengths
 from .path import Path
 from .solver import BVPSolver
@@ -22,13 +23,6 @@ class EnergyResult:
     gradient_norm: torch.Tensor
     converged: torch.Tensor
     iterations: int
-
-
-def discrete_energy(metric: Metric, points: torch.Tensor) -> torch.Tensor:
-    """(n − 1) Σ ⟨Δ_i, Δ_i⟩ at segment midpoints for points (B, n, d) → (B,)."""
-    steps = points[:, 1:] - points[:, :-1]
-    mids = 0.5 * (points[:, 1:] + points[:, :-1])
-    return (points.shape[1] - 1) * metric._inner(mids, steps, steps).sum(-1)
 
 
 def minimize_energy(

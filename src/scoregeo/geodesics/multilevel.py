@@ -140,7 +140,8 @@ def _outrun(length, change, groups, active, curves) -> torch.Tensor:
     beaten = (other & (floor[:, None] > mine[None, :] * (1 + 1e-9))).any(1)
     chord = (curves[:, -1] - curves[:, 0]).norm(dim=-1)
     gaps = (curves[:, None] - curves[None, :]).norm(dim=-1).amax(-1)  # (A, A)
-    longer = (mine[:, None] > mine[None, :]) | ((mine[:, None] == mine[None, :]) & (torch.arange(count)[:, None] > torch.arange(count)[None, :]).to(active.device))
+    order = torch.arange(count, device=active.device)
+    longer = (mine[:, None] > mine[None, :]) | ((mine[:, None] == mine[None, :]) & (order[:, None] > order[None, :]))
     duplicate = (other & (gaps <= 1e-3 * chord[:, None]) & longer).any(1)
     return torch.isfinite(mine) & (beaten | duplicate)
 
