@@ -141,7 +141,7 @@ def oracle_problem(d: int, lam: float, n_pairs: int, seed: int = 0) -> Problem:
     a, b, distance, n_local, dropped, seconds = _REFERENCES[key]
     off = torch.stack([a[:, 2], b[:, 2]])
     note = (f"scoregeo.oracles.default_problem (means {oracles.DEFAULT_MEANS}, c = {oracles.DEFAULT_C}); pairs and "
-            f"references by oracles.verified_pairs ({seconds:.0f} s, {len(dropped)} candidates dropped as unverified); "
+            f"references by oracles.verified_pairs (computed once in {seconds:.0f} s and cached; {len(dropped)} candidates dropped as unverified); "
             f"off-plane parts of the end points {float(off.min()):.2f} … {float(off.max()):.2f}; distances "
             f"{float(distance.min()):.3f} … {float(distance.max()):.3f}; pairs with more than one local "
             f"geodesic (3-D): {int((n_local > 1).sum())}")
@@ -448,9 +448,12 @@ def main(argv=None) -> int:
                                                         "--quick 1000)")
     p.add_argument("--digits-lbfgs-max-iter", type=int,
                    help=f"L-BFGS cap on the digits (default {DIGITS_LBFGS_MAX_ITER}; --quick: as --lbfgs-max-iter)")
+    p.add_argument("--sg-timeout", type=int, help=f"seconds one batched scoregeo call may take (default "
+                                                   f"{SG_CALL_TIMEOUT}, --quick 60); beyond, its row is failed")
     p.add_argument("--out", help="result file (default benchmarks/results/geodesic_highd[_quick].txt)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
+    globals()["SG_CALL_TIMEOUT"] = args.sg_timeout or (60 if args.quick else SG_CALL_TIMEOUT)
     globals()["LBFGS_TOL"] = args.lbfgs_tol
     globals()["LBFGS_MAX_ITER"] = args.lbfgs_max_iter or (1000 if args.quick else LBFGS_MAX_ITER)
     cfg = dict(QUICK if args.quick else FULL)
