@@ -32,8 +32,14 @@ batched calls: total / pairs). s/pair: wall time (batched calls: total / pairs).
 
     .venv/bin/python benchmarks/geodesic_highd.py                 # full run (~40 min on 2 cores)
     .venv/bin/python benchmarks/geodesic_highd.py --quick         # harness check (< 3 min)
-    options: --dims 64 784 --lams 10 --pairs 8 --solvers auto newton --baselines lbfgs adam geomstats
-             --threads 1 2 --parts oracle digits --no-write
+    options: --dims 64 784 --lams 10 --pairs 8 --solvers auto newton energy --baselines lbfgs adam geomstats
+             --threads 1 2 --parts oracle digits --digit-sigmas 0.1 --digit-lams 100 --digit-pairs 8
+             --lbfgs-tol 1e-5 --lbfgs-max-iter 5000 --digits-lbfgs-max-iter 2000 --sg-timeout 1200
+             --out FILE --no-write
+
+Caches (nothing is downloaded): the digits model and the oracle references are kept in
+$SCOREGEO_BENCH_CACHE (default /tmp/scoregeo-bench-cache); the references are keyed by a hash of
+oracles.py, the model by its training settings.
 """
 
 from __future__ import annotations
