@@ -31,7 +31,7 @@ from .discrete import newton_krylov, quasi_newton
 from .path import Path
 from .solver import BVPSolver
 
-_HISTORY_BUDGET = 5e7  # entries of the L-BFGS memory (pairs of curve-sized tensors), all curves together
+_HISTORY_BUDGET = 2e7  # entries of one curve's L-BFGS memory (pairs of curve-sized tensors)
 
 
 @dataclass
@@ -92,7 +92,8 @@ class MultilevelNewton(BVPSolver):
         previous_velocity = starts.new_full(starts.shape[::2], float("nan"))  # ẋ(0) on each curve's previous grid
         active = torch.arange(C, device=device)
         while True:
-            history = int(max(3, min(20, _HISTORY_BUDGET // max(1, curves.numel()))))
+            # per curve, not per batch: a curve's iterations must not depend on what else is in the batch
+            history = int(max(3, min(20, _HISTORY_BUDGET // (2 * curves[0].numel()))))
             coarse = quasi_newton(metric, curves, tol=lbfgs_tol, max_iter=self.max_lbfgs, history=history)
             fine = newton_krylov(metric, coarse.points, tol=newton_tol, max_iter=self.max_newton, max_cg=self.max_cg)
             curves = fine.points
