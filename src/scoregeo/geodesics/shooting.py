@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..metrics import Metric
+from . import hermite
 from .ivp import default_tolerances, integrate, integrate_with_jacobian, path_from_trajectory
 from .path import Path
 from .solver import BVPSolver
@@ -141,7 +142,7 @@ class ShootingSolver(BVPSolver):
 
     def refine(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor, n_points: int) -> Path:
         a, b = starts[:, 0], starts[:, -1]
-        result = newton_shooting(metric, a, b, _start_velocity(starts), max_iter=self.max_iter)
+        result = newton_shooting(metric, a, b, hermite.derivatives(starts)[:, 0], max_iter=self.max_iter)
         times = torch.linspace(0, 1, n_points, dtype=a.dtype, device=a.device)
         xs, vs = integrate(metric, a, result.velocity, times)
         path = path_from_trajectory(metric, xs, vs, times, method=self.name)
@@ -150,10 +151,3 @@ class ShootingSolver(BVPSolver):
         path.local_lengths, path.n_local = path.length.unsqueeze(-1).clone(), torch.ones_like(result.converged, dtype=torch.long)
         return path
 
-
-def _start_velocity(curves: torch.Tensor) -> torch.Tensor:
-    """ẋ(0) (C, d) of polylines (C, m, d) taken as uniform in t ∈ [0, 1] (one-sided second-order difference)."""
-    h = 1.0 / (curves.shape[1] - 1)
-    if curves.shape[1] < 3:
-        return (curves[:, 1] - curves[:, 0]) / h
-    return (-3 * curves[:, 0] + 4 * curves[:, 1] - curves[:, 2]) / (2 * h)
