@@ -65,7 +65,6 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scoregeo as sg  # noqa: E402
 from baselines import (  # noqa: E402
-    BaselineResult,
     CountingScore,
     adam_geodesic,
     geomstats_geodesic,
@@ -366,14 +365,20 @@ def _fmt(x: float, spec: str) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def oracle_table(prob: Problem, rows: list[Row], threads: int) -> str:
+def _table_start(prob: Problem, rows: list[Row], threads: int, header: str):
+    """(pairs, the L-BFGS row or None, the table's first lines: title, notes, column header and rule)."""
     P = prob.x0.shape[0]
     lbfgs = next((r for r in rows if r.solver.startswith("L-BFGS")), None)
-    t_lbfgs = float(lbfgs.seconds.mean()) if lbfgs else float("nan")
     out = [f"### {prob.title}, {P} pairs, {threads} thread(s), load average {_load()}", ""]
     out += [f"- {n}" for n in prob.notes]
-    out += ["", "| solver | s/pair | × L-BFGS time | score evals/pair | median rel. err | max rel. err | "
-                "wrong local (>1 %) | converged |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out += ["", header, "|---" + "|---:" * (header.count("|") - 2) + "|"]
+    return P, lbfgs, out
+
+
+def oracle_table(prob: Problem, rows: list[Row], threads: int) -> str:
+    P, lbfgs, out = _table_start(prob, rows, threads, "| solver | s/pair | × L-BFGS time | score evals/pair | "
+                                 "median rel. err | max rel. err | wrong local (>1 %) | converged |")
+    t_lbfgs = float(lbfgs.seconds.mean()) if lbfgs else float("nan")
     notes = []
     for r in rows:
         err = (r.length - prob.ref) / prob.ref
@@ -399,12 +404,8 @@ def oracle_table(prob: Problem, rows: list[Row], threads: int) -> str:
 
 
 def digits_table(prob: Problem, rows: list[Row], threads: int) -> str:
-    P = prob.x0.shape[0]
-    lbfgs = next((r for r in rows if r.solver.startswith("L-BFGS")), None)
-    out = [f"### {prob.title}, {P} pairs, {threads} thread(s), load average {_load()}", ""]
-    out += [f"- {n}" for n in prob.notes]
-    out += ["", "| solver | s/pair | × L-BFGS time | score evals/pair | converged | length vs L-BFGS: median | "
-                "max | longer than L-BFGS (>1e-6) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    P, lbfgs, out = _table_start(prob, rows, threads, "| solver | s/pair | × L-BFGS time | score evals/pair | "
+                                 "converged | length vs L-BFGS: median | max | longer than L-BFGS (>1e-6) |")
     notes = []
     for r in rows:
         t = float(r.seconds.mean())
