@@ -207,3 +207,32 @@ def test_empty_batch_and_coincident_points():
     x = torch.ones(2, 5, dtype=F64)
     same = sg.geodesic(metric, x, x)
     assert bool((same.length == 0).all()) and bool(same.converged.all())
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: sg.geodesics.CollocationSolver(rtol=2.0), "rtol"),
+        (lambda: sg.geodesics.CollocationSolver(max_order=8), "max_order"),
+        (lambda: sg.geodesics.EnergySolver(rtol=0.0), "rtol"),
+        (lambda: sg.geodesics.EnergySolver(gtol=float("nan")), "gtol"),
+        (lambda: sg.geodesics.EnergySolver(max_iter=0), "max_iter"),
+        (lambda: sg.geodesics.ShootingSolver(max_iter=0), "max_iter"),
+        (lambda: sg.geodesics.MultilevelNewton(max_segments=16), "max_segments"),
+        (lambda: sg.geodesics.MultilevelNewton(max_cg=0), "max_cg"),
+        (lambda: sg.geodesics.StartCurves(n_points=1), "n_points"),
+        (lambda: sg.geodesics.StartCurves(bends=(0.4, -1.0)), "bends"),
+        (lambda: sg.geodesics.StartCurves(n_directions=-1), "n_directions"),
+        (lambda: sg.geodesics.StartCurves(anchors=torch.full((3, 2), float("nan"))), "anchors"),
+    ],
+)
+def test_solver_options_are_validated(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_anchors_of_the_wrong_dimension_are_refused():
+    metric = sg.Euclidean(3)
+    solver = sg.geodesics.Shortest(local=sg.geodesics.CollocationSolver(), starts=sg.geodesics.StartCurves(anchors=torch.zeros(4, 2)))
+    with pytest.raises(ValueError, match="anchors"):
+        sg.geodesic(metric, torch.zeros(3), torch.ones(3), solver=solver)

@@ -347,6 +347,12 @@ class CollocationSolver(BVPSolver):
     max_order: int = 1024
     name: str = "collocation"
 
+    def __post_init__(self):
+        if self.rtol is not None and not (isinstance(self.rtol, (int, float)) and 0 < self.rtol < 1):
+            raise ValueError(f"rtol must be in (0, 1) or None, got {self.rtol!r}")
+        if not (isinstance(self.max_order, int) and self.max_order >= _FIRST_ORDER):
+            raise ValueError(f"max_order must be an integer >= {_FIRST_ORDER}, got {self.max_order!r}")
+
     def refine(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor, n_points: int) -> Path:
         result = collocation_geodesic(metric, starts, rtol=self.rtol, max_order=self.max_order, groups=groups)
         points, velocity, timing_error = metric_time_samples(metric, result, n_points)

@@ -107,6 +107,13 @@ class EnergySolver(BVPSolver):
     max_iter: int = 2000
     name: str = "energy"
 
+    def __post_init__(self):
+        for field, value in (("rtol", self.rtol), ("gtol", 1.0 if self.gtol is None else self.gtol)):
+            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
+        if not (isinstance(self.max_iter, int) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+
     def refine(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor, n_points: int) -> Path:
         targets = torch.linspace(0, 1, max(n_points, 5), dtype=starts.dtype, device=starts.device)
         init = resample_polylines(starts, targets)

@@ -140,6 +140,10 @@ class ShootingSolver(BVPSolver):
     max_iter: int = 40
     name: str = "shooting"
 
+    def __post_init__(self):
+        if not (isinstance(self.max_iter, int) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+
     def refine(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor, n_points: int) -> Path:
         a, b = starts[:, 0], starts[:, -1]
         result = newton_shooting(metric, a, b, hermite.derivatives(starts)[:, 0], max_iter=self.max_iter)

@@ -50,8 +50,22 @@ class StartCurves:
     graph: bool = True
     anchors: torch.Tensor | None = None
 
+    def __post_init__(self):
+        if not (isinstance(self.n_points, int) and self.n_points >= 2):
+            raise ValueError(f"n_points must be an integer >= 2, got {self.n_points!r}")
+        if not all(isinstance(b, (int, float)) and 0 < b < float("inf") for b in self.bends):
+            raise ValueError(f"bends must be finite numbers > 0, got {self.bends!r}")
+        if not (isinstance(self.n_directions, int) and self.n_directions >= 0):
+            raise ValueError(f"n_directions must be an integer >= 0, got {self.n_directions!r}")
+        if self.anchors is not None and not (
+            isinstance(self.anchors, torch.Tensor) and self.anchors.ndim == 2 and bool(torch.isfinite(self.anchors).all())
+        ):
+            raise ValueError("anchors must be a finite tensor of shape (M, d)")
+
     def build(self, metric: Metric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Start curves (C, B, n_points, d) for the pairs a, b (B, d)."""
+        if self.anchors is not None and self.anchors.shape[-1] != metric.dim:
+            raise ValueError(f"anchors must have shape (M, {metric.dim}), got {tuple(self.anchors.shape)}")
         line = straight_lines(a, b, self.n_points)
         if metric.dim == 1:
             return line.unsqueeze(0)
