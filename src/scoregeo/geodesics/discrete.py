@@ -35,6 +35,7 @@ is per curve, so a curve's result does not depend on the rest of the batch.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -310,13 +311,29 @@ def _line_search(metric, curves, step, energy, slope):
 
 
 def _preconditioner(metric: Metric, curves: torch.Tensor):
-    """r ↦ P⁻¹ r for the frozen-metric Hessian P of curves (B, N + 1, d); r is (B, N − 1, d)."""
+    """r ↦ P⁻¹ r for the Gauss–Newton Hessian P of the energy of curves (B, N + 1, d); r is (B, N − 1, d).
+
+    For G = αI + UᵀU the energy is N Σ_i (α|Δ_i|² + |U(m_i) Δ_i|²), a sum of
+    squares with residuals U(m_i) Δ_i; P = 2N (α DᵀD + VᵀV) keeps their exact
+    first derivatives, V_i = U_i (e_{i+1} − e_i) + ½ T_i (e_i + e_{i+1}) with the
+    tilt T_i = ∂(U(m) Δ_i)/∂m at m_i (for a score metric √λ J(m_i)ᵀΔ_i: one
+    vector-Jacobian product). Dropping T gives the frozen-metric Hessian, whose
+    stiff direction s is off by an angle of order |J Δ| / |s|: on coarse grids
+    of a learned score, enough for conjugate gradients to stall. P⁻¹ is applied
+    by the Woodbury identity with A = α DᵀD (two cumulative sums); the N k × N k
+    capacitance I + V A⁻¹ Vᵀ needs only the Gram matrices of the U and T rows
+    and the N × N kernels D L⁻¹ Dᵀ, D L⁻¹ Sᵀ, S L⁻¹ Sᵀ (L = DᵀD, S the sum of
+    segment ends): O(N² k² d + N³ k³), never a d×d matrix.
+    """
     segments = curves.shape[1] - 1
     mids = 0.5 * (curves[:, 1:] + curves[:, :-1])
-    with torch.no_grad():
-        structure = metric._low_rank(mids)
+    steps = curves[:, 1:] - curves[:, :-1]
+    with torch.enable_grad():
+        at = mids.detach().requires_grad_(True)
+        structure = metric._low_rank(at)
+        if structure is not None and structure[1].shape[-2] > 0:
+            tilts = _tilts(structure[1], at, steps)
     if structure is None:
-        steps = curves[:, 1:] - curves[:, :-1]
         with torch.no_grad():
             quotient = metric._inner(mids, steps, steps).sum(-1) / (steps * steps).sum((1, 2)).clamp_min(
                 torch.finfo(curves.dtype).tiny
@@ -326,30 +343,74 @@ def _preconditioner(metric: Metric, curves: torch.Tensor):
     B, N, k, _ = factors.shape
     if k == 0:
         return lambda r: _inverse_second_difference(r) / (2 * segments * alpha)
-    rows = factors.reshape(B, N * k, -1)
-    gram = rows @ rows.mT  # (B, Nk, Nk)
-    projection = torch.eye(N, dtype=curves.dtype, device=curves.device) - 1.0 / N
-    capacitance = torch.eye(N * k, dtype=curves.dtype, device=curves.device) + (
-        projection.repeat_interleave(k, 0).repeat_interleave(k, 1) * gram / alpha
+    factors = factors.detach()
+    diff_diff, diff_sum, sum_sum = _kernels(N, curves.dtype, curves.device)
+
+    def spread(kernel: torch.Tensor) -> torch.Tensor:  # (N, N) → (N k, N k), the same for the k rows of a segment
+        return kernel.repeat_interleave(k, 0).repeat_interleave(k, 1)
+
+    rows_u, rows_t = factors.reshape(B, N * k, -1), tilts.reshape(B, N * k, -1)
+    coupling = (
+        spread(diff_diff) * (rows_u @ rows_u.mT)
+        + 0.5 * spread(diff_sum) * (rows_u @ rows_t.mT)
+        + 0.5 * spread(diff_sum.mT) * (rows_t @ rows_u.mT)
+        + 0.25 * spread(sum_sum) * (rows_t @ rows_t.mT)
     )
+    capacitance = torch.eye(N * k, dtype=curves.dtype, device=curves.device) + coupling / alpha
     factor = torch.linalg.cholesky(capacitance)
 
     def apply(r: torch.Tensor) -> torch.Tensor:
         y = _inverse_second_difference(r) / alpha
-        differences = _segment_differences(y)  # (B, N, d)
-        projected = (factors * differences[:, :, None, :]).sum(-1).reshape(B, N * k, 1)
-        z = torch.cholesky_solve(projected, factor).reshape(B, N, k, 1)
-        back = (factors * z).sum(2)  # (B, N, d): Σ_k U_ik z_ik per segment
-        correction = _inverse_second_difference(back[:, :-1] - back[:, 1:]) / alpha  # Dᵀ then A⁻¹
-        return (y - correction) / (2 * segments)
+        differences, sums = _segment_differences(y), _segment_sums(y)  # (B, N, d)
+        projected = (factors * differences[:, :, None, :]).sum(-1) + 0.5 * (tilts * sums[:, :, None, :]).sum(-1)
+        z = torch.cholesky_solve(projected.reshape(B, N * k, 1), factor).reshape(B, N, k, 1)
+        back_u, back_t = (factors * z).sum(2), 0.5 * (tilts * z).sum(2)  # (B, N, d) per segment
+        back = (back_u[:, :-1] - back_u[:, 1:]) + (back_t[:, :-1] + back_t[:, 1:])  # Dᵀ u + Sᵀ t at interior points
+        return (y - _inverse_second_difference(back) / alpha) / (2 * segments)
 
     return apply
+
+
+def _tilts(factors: torch.Tensor, at: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """(B, N, k, d) T_{i,a} = ∂(U_a(m) · Δ_i)/∂m at m_i; zero where U does not depend on m."""
+    if not factors.requires_grad:
+        return torch.zeros_like(factors)
+    residuals = (factors * steps.detach()[:, :, None, :]).sum(-1)  # (B, N, k): each depends on its own m_i only
+    k = residuals.shape[-1]
+    tilts = []
+    for a in range(k):
+        (tilt,) = torch.autograd.grad(residuals[..., a].sum(), at, retain_graph=a + 1 < k, allow_unused=True)
+        tilts.append(torch.zeros_like(at) if tilt is None else tilt)
+    return torch.stack(tilts, 2).detach()
+
+
+@functools.lru_cache(maxsize=16)
+def _kernels(segments: int, dtype: torch.dtype, device: torch.device):
+    """The (N, N) kernels D L⁻¹ Dᵀ, D L⁻¹ Sᵀ and S L⁻¹ Sᵀ of a grid of N segments (L = DᵀD).
+
+    D and S map the N − 1 interior values (zero ends) to segment differences
+    y_{i+1} − y_i and sums y_i + y_{i+1}; (L⁻¹)_pq = min(p, q)(N − max(p, q))/N.
+    """
+    p = torch.arange(1, segments, dtype=torch.float64)
+    inverse = torch.minimum(p[:, None], p[None, :]) * (segments - torch.maximum(p[:, None], p[None, :])) / segments
+    eye = torch.eye(segments - 1, dtype=torch.float64)
+    zero = torch.zeros(1, segments - 1, dtype=torch.float64)
+    after, before = torch.cat([eye, zero]), torch.cat([zero, eye])  # y_{i+1}, y_i per segment i
+    difference, total = after - before, after + before
+    kernels = (difference @ inverse @ difference.T, difference @ inverse @ total.T, total @ inverse @ total.T)
+    return tuple(kernel.to(dtype=dtype, device=device) for kernel in kernels)
 
 
 def _segment_differences(interior: torch.Tensor) -> torch.Tensor:
     """D y: y_{i+1} − y_i over the N segments, for interior values (B, N − 1, d) with zero ends."""
     padded = torch.nn.functional.pad(interior, (0, 0, 1, 1))
     return padded[:, 1:] - padded[:, :-1]
+
+
+def _segment_sums(interior: torch.Tensor) -> torch.Tensor:
+    """S y: y_i + y_{i+1} over the N segments, for interior values (B, N − 1, d) with zero ends."""
+    padded = torch.nn.functional.pad(interior, (0, 0, 1, 1))
+    return padded[:, 1:] + padded[:, :-1]
 
 
 def _inverse_second_difference(r: torch.Tensor) -> torch.Tensor:
