@@ -26,7 +26,7 @@ def graph_paths(
     x0: torch.Tensor,
     x1: torch.Tensor,
     n_points: int,
-    n_nodes: int | None = None,
+    n_nodes: int = 200,
     k: int = 16,
     seed: int = 0,
     anchors: torch.Tensor | None = None,
@@ -47,61 +47,77 @@ def graph_paths(
     curve depends on that pair alone, not on the rest of the batch.
     """
     B, d = x0.shape
-    if n_nodes is None:
-        n_nodes = 500 if d <= 3 else 200
     if anchors is not None:
         anchors = anchors.to(dtype=x0.dtype, device=x0.device).reshape(-1, d)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     unit = torch.rand(n_nodes, d, generator=gen, dtype=torch.float64).to(dtype=x0.dtype, device=x0.device)
     normal = torch.randn(n_nodes, d, generator=gen, dtype=torch.float64).to(dtype=x0.dtype, device=x0.device)
+    n = 2 + (anchors.shape[0] if anchors is not None else n_nodes)
+    chunk = max(1, _CHUNK_ENTRIES // (n * n))
     curves = []
-    for a, b in zip(x0, x1):
-        others = anchors if anchors is not None else _random_nodes(a, b, unit, normal)
-        curves.append(_graph_path(metric, a, b, others, n_points, k))
+    for first in range(0, B, chunk):
+        a, b = x0[first : first + chunk], x1[first : first + chunk]
+        others = anchors.expand(a.shape[0], -1, -1) if anchors is not None else _random_nodes(a, b, unit, normal)
+        nodes = torch.cat([a[:, None], b[:, None], others], 1)  # (P, n, d): the pair's own graph
+        for pair_nodes, chain in zip(nodes, _shortest_chains(metric, nodes, k)):
+            polyline = pair_nodes[chain].clone()
+            polyline[0], polyline[-1] = pair_nodes[0], pair_nodes[1]
+            curves.append(_resample(metric, polyline, n_points))
     return torch.stack(curves)
 
 
+_CHUNK_ENTRIES = 2**22  # node-distance entries (pairs × n²) handled at once
+
+
 def _random_nodes(a: torch.Tensor, b: torch.Tensor, unit: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-    """Random graph nodes around the pair a, b (d,) from fixed draws ``unit`` (uniform) and ``normal`` (Gaussian)."""
-    d = a.shape[0]
+    """Random graph nodes (P, n, d) around each pair a, b (P, d) from fixed draws ``unit`` and ``normal`` (n, d)."""
+    d = a.shape[-1]
+    a, b = a[:, None], b[:, None]
     if d <= 3:
         lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-        pad = 0.5 * (hi - lo).max().clamp_min(1e-12)
+        pad = 0.5 * (hi - lo).amax(-1, keepdim=True).clamp_min(1e-12)
         return (lo - pad) + unit * (hi - lo + 2 * pad)
     chord = b - a
     along = -0.25 + 1.5 * unit[:, :1]  # positions along the chord, a little beyond both ends
-    return a + along * chord + 0.3 * chord.norm() * normal / d**0.5
+    return a + along * chord + 0.3 * chord.norm(dim=-1, keepdim=True) * normal / d**0.5
 
 
-def _graph_path(metric: Metric, a: torch.Tensor, b: torch.Tensor, others: torch.Tensor, n_points: int, k: int):
-    nodes = torch.cat([a[None], b[None], others])
-    with torch.no_grad():
-        valid = _valid_nodes(metric, nodes)
-    valid[:2] = True  # end points are always kept
-    nodes = nodes[valid]
-    n = nodes.shape[0]
+def _shortest_chains(metric: Metric, nodes: torch.Tensor, k: int) -> list[list[int]]:
+    """Per graph (nodes (P, n, d), start node 0, end node 1): the node indices of its shortest path.
+
+    Nodes where the metric is not defined take no edges; a graph whose end
+    points are not connected gets the chain [0, 1] (the straight line).
+    """
+    P, n, _ = nodes.shape
     k = min(k, n - 1)
     with torch.no_grad():
+        valid = _valid_nodes(metric, nodes)
+        valid[:, :2] = True  # end points are always kept
         dists = torch.cdist(nodes, nodes)
-        neighbours = dists.topk(k + 1, largest=False).indices[:, 1:]
-        src = torch.arange(n, device=nodes.device).repeat_interleave(k)
-        dst = neighbours.reshape(-1)
-        lengths = segment_lengths(metric, nodes[src], nodes[dst])
-    ok = torch.isfinite(lengths) & (lengths > 0)
-    graph = coo_matrix(
-        (lengths[ok].cpu().numpy(), (src[ok].cpu().numpy(), dst[ok].cpu().numpy())), shape=(n, n)
-    ).tocsr()
-    distances, predecessors = dijkstra(graph, directed=False, indices=[0], return_predecessors=True)
-    if not np.isfinite(distances[0, 1]):
-        chain = [0, 1]
-    else:
+        dists = dists.masked_fill(~(valid[:, :, None] & valid[:, None, :]), float("inf"))
+        dists.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+        gaps, neighbours = dists.topk(k, largest=False)  # (P, n, k)
+        src = torch.arange(n, device=nodes.device).repeat_interleave(k).expand(P, -1)
+        dst = neighbours.reshape(P, -1)
+        usable = torch.isfinite(gaps).reshape(P, -1)
+        src, dst = torch.where(usable, src, 0), torch.where(usable, dst, 0)  # unusable edges: node 0 to itself
+        take = torch.arange(P, device=nodes.device)[:, None]
+        lengths = segment_lengths(metric, nodes[take, src].flatten(0, 1), nodes[take, dst].flatten(0, 1))
+        lengths = lengths.reshape(P, -1)
+    ok = (usable & torch.isfinite(lengths) & (lengths > 0)).cpu().numpy()
+    lengths, src, dst = lengths.cpu().numpy(), src.cpu().numpy(), dst.cpu().numpy()
+    chains = []
+    for p in range(P):
+        graph = coo_matrix((lengths[p][ok[p]], (src[p][ok[p]], dst[p][ok[p]])), shape=(n, n)).tocsr()
+        distances, predecessors = dijkstra(graph, directed=False, indices=[0], return_predecessors=True)
+        if not np.isfinite(distances[0, 1]):
+            chains.append([0, 1])
+            continue
         chain = [1]
         while chain[-1] != 0:
             chain.append(int(predecessors[0, chain[-1]]))
-        chain.reverse()
-    polyline = nodes[chain].clone()
-    polyline[0], polyline[-1] = a, b
-    return _resample(metric, polyline, n_points)
+        chains.append(chain[::-1])
+    return chains
 
 
 def _valid_nodes(metric: Metric, nodes: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,7 @@ differentiated through its iterations).
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import torch
 from torch.func import jvp, vjp
@@ -274,15 +275,23 @@ class Metric:
         return f"{type(self).__name__}(dim={self.dim})"
 
 
-def dense_acceleration(metric: Metric, x: torch.Tensor, v: torch.Tensor, checked: bool = False) -> torch.Tensor:
+def dense_acceleration(
+    metric: Metric,
+    x: torch.Tensor,
+    v: torch.Tensor,
+    checked: bool = False,
+    again: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """−G⁻¹ Γ♭(v, v) for a dense metric: one JVP and one VJP of ``metric._matrix``, one Cholesky solve.
 
     Γ♭(v, v)_l = (∂_v G v)_l − ½ ∂_l (vᵀ G v); no d×d×d tensor is formed.
     ``checked``: ``metric._matrix`` already verifies that G is positive-definite.
+    ``again``: G(x) without that verification, for the VJP's second evaluation
+    at the same points (default ``metric._matrix``).
     """
     x, v = (t.contiguous() for t in torch.broadcast_tensors(x, v))
     G, dG_v = jvp(metric._matrix, (x,), (v,))
-    _, pullback = vjp(metric._matrix, x)
+    _, pullback = vjp(again if again is not None else metric._matrix, x)
     (grad_quadratic,) = pullback(v.unsqueeze(-1) * v.unsqueeze(-2))
     lowered = (dG_v @ v.unsqueeze(-1)).squeeze(-1) - 0.5 * grad_quadratic
     return -solve_spd(G, lowered, x, checked)

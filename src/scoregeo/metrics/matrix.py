@@ -34,12 +34,17 @@ class MatrixMetric(Metric):
 
     def _checked(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """G(x) after its shape and :func:`check_spd` (errors name the point as ``name``)."""
+        G = self._shaped(x)
+        check_spd(G, x, name)
+        return G
+
+    def _shaped(self, x: torch.Tensor) -> torch.Tensor:
+        """G(x) after its shape check only."""
         G = self.fn(x)
         expected = (*x.shape[:-1], self.dim, self.dim)
         if not isinstance(G, torch.Tensor) or tuple(G.shape) != expected:
             got = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
             raise ValueError(f"fn must map x of shape {tuple(x.shape)} to G of shape {expected}, got {got}")
-        check_spd(G, x, name)
         return G
 
     def _check_domain(self, x: torch.Tensor, name: str) -> None:
@@ -50,4 +55,4 @@ class MatrixMetric(Metric):
         return solve_spd(self._matrix(x), b, x, checked=True)
 
     def _acceleration(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return dense_acceleration(self, x, v, checked=True)
+        return dense_acceleration(self, x, v, checked=True, again=self._shaped)
