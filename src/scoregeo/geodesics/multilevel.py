@@ -87,7 +87,9 @@ class MultilevelNewton(BVPSolver):
         double = dtype == torch.float64
         rtol = self.rtol if self.rtol is not None else (1e-6 if double else 1e-4)
         lbfgs_tol = self.lbfgs_tol if self.lbfgs_tol is not None else (1e-5 if double else 1e-4)
-        newton_tol = 0.01 * rtol
+        # energy to well below rtol (the length moves by about a quarter of the decrement), but not below
+        # what the dtype resolves in a sum over hundreds of segments (float32: 2.4e-5)
+        newton_tol = max(0.01 * rtol, 200 * torch.finfo(dtype).eps)
         C = starts.shape[0]
         segments = self.first_segments
         targets = torch.linspace(0, 1, segments + 1, dtype=dtype, device=device)
