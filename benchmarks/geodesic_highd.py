@@ -33,7 +33,7 @@ batched calls: total / pairs). s/pair: wall time (batched calls: total / pairs).
     .venv/bin/python benchmarks/geodesic_highd.py                 # full run (~40 min on 2 cores)
     .venv/bin/python benchmarks/geodesic_highd.py --quick         # harness check (< 3 min)
     options: --dims 64 784 --lams 10 --pairs 8 --solvers auto newton energy --baselines lbfgs adam geomstats
-             --threads 1 2 --parts oracle digits --digit-sigmas 0.1 --digit-lams 100 --digit-pairs 8
+             --threads 1 2 --parts oracle digits --digit-sigmas 0.1 --digit-lams 100 --digit-pairs 8 --digit-first 0
              --lbfgs-tol 1e-5 --lbfgs-max-iter 5000 --digits-lbfgs-max-iter 2000 --sg-timeout 1200
              --out FILE --no-write
 
@@ -177,16 +177,20 @@ def _cached_references(problem, lam: float, n_pairs: int, seed: int):
     return c["a"], c["b"], c["distance"], c["n_local"], c["dropped"], c["seconds"]
 
 
-def digits_problem(model, sigma: float, lam: float, n_pairs: int, seed: int = 1) -> Problem:
+def digits_problem(model, sigma: float, lam: float, n_pairs: int, seed: int = 1, first: int = 0) -> Problem:
+    """Pairs first … first + n_pairs − 1 of one seeded sequence of digit pairs of different classes."""
     data, labels = sg.datasets.digits(dtype=DTYPE, return_labels=True)
     gen = torch.Generator().manual_seed(seed)
     i0, i1 = [], []
-    while len(i0) < n_pairs:
+    while len(i0) < first + n_pairs:
         i, j = torch.randint(len(data), (2,), generator=gen).tolist()
         if labels[i] != labels[j]:
             i0.append(i)
             i1.append(j)
+    i0, i1 = i0[first:], i1[first:]
     pairs = ", ".join(f"{int(labels[i])}→{int(labels[j])}" for i, j in zip(i0, i1))
+    if first:
+        pairs += f" (pairs {first + 1}–{first + n_pairs} of the sequence)"
     return Problem(f"digits score model, σ = {sigma:g}, λ = {lam:g}, α = {ALPHA:g}", 64, lam,
                    model.score_fn(sigma), data[i0], data[i1], None, [f"pairs (labels): {pairs}"])
 
@@ -445,6 +449,8 @@ def main(argv=None) -> int:
     p.add_argument("--digit-sigmas", type=float, nargs="+")
     p.add_argument("--digit-lams", type=float, nargs="+")
     p.add_argument("--digit-pairs", type=int)
+    p.add_argument("--digit-first", type=int, default=0, help="skip this many pairs of the digit-pair sequence "
+                   "(to split the table over runs)")
     p.add_argument("--solvers", nargs="*", default=DEFAULT_SOLVERS,
                    help=f"scoregeo solvers, of {[s for s, _ in SCOREGEO_SOLVERS]}")
     p.add_argument("--baselines", nargs="*", default=BASELINES, help=f"subset of {BASELINES}")
@@ -505,7 +511,7 @@ def main(argv=None) -> int:
         for sigma in cfg["digit_sigmas"]:
             for lam in cfg["digit_lams"]:
                 print(f"== digits σ = {sigma:g}, λ = {lam:g}", flush=True)
-                prob = digits_problem(model, sigma, lam, cfg["digit_pairs"])
+                prob = digits_problem(model, sigma, lam, cfg["digit_pairs"], first=args.digit_first)
                 for threads in args.threads:
                     with torch_threads(threads):
                         rows = solve_all(prob, args.solvers, [b for b in args.baselines if b != "geomstats"],
