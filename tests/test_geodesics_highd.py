@@ -38,6 +38,21 @@ def test_auto_matches_the_symmetry_oracle_in_high_dimension(d):
     assert path.evaluations is not None and bool((path.evaluations > 0).all())
 
 
+@pytest.mark.parametrize("lam", [10.0, 100.0])
+def test_residual_bounds_the_error_of_the_length(lam):
+    """Path.residual (Richardson's estimate from the observed rate) is not below the true error, at a loose rtol."""
+    problem = oracles.default_problem(16, seed=4)
+    a, b = oracles.problem_pairs(problem, 4, seed=4)
+    reference = oracles.reference_distance(problem, a, b, lam)
+    assert bool(reference.verified.all())
+    solver = sg.geodesics.Shortest(local=sg.geodesics.MultilevelNewton(rtol=1e-4))
+    path = sg.geodesic(problem.metric(lam), problem.lift(a), problem.lift(b), solver=solver)
+    assert bool(path.converged.all())
+    error = ((path.length - reference.distance) / reference.distance).abs()
+    assert bool((path.residual <= 1e-4).all())
+    assert bool((error <= path.residual + 1e-9).all()), (error, path.residual)  # references: ~1e-10
+
+
 def test_shortest_geodesic_leaves_the_plane_in_3d_and_in_16d():
     """In-plane end points whose shortest geodesic leaves the plane (reference 5.5628; in-plane geodesic 7.6769)."""
     lam = 100.0
