@@ -487,3 +487,18 @@ def test_conjugate_gradient_of_a_zero_right_hand_side_is_zero():
     b = torch.zeros(2, 5, dtype=F64)
     result = conjugate_gradient(lambda p: (A @ p.unsqueeze(-1)).squeeze(-1), b)
     assert torch.equal(result.solution, b) and result.iterations == 0 and bool(result.converged.all())
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+def test_positive_definite_test_agrees_with_cholesky(d):
+    """The small-d shortcut (Sylvester's criterion) against LAPACK Cholesky on definite, indefinite and singular G."""
+    from scoregeo.metrics.base import _positive_definite
+
+    gen = torch.Generator().manual_seed(d)
+    A = torch.randn(4000, d, d, generator=gen, dtype=torch.float64)
+    shift = torch.randn(4000, 1, 1, generator=gen, dtype=torch.float64) * d
+    G = A @ A.mT + shift * torch.eye(d, dtype=torch.float64)  # about half of them indefinite
+    G[:50] = 0.0  # singular
+    expected = torch.linalg.cholesky_ex(G)[1] == 0
+    assert 0 < int(expected.sum()) < G.shape[0]
+    assert torch.equal(_positive_definite(G), expected)
