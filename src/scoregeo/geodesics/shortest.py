@@ -155,5 +155,5 @@ def default_solver(dim: int, for_velocity: bool = False) -> BVPSolver:
 
     if dim <= _COLLOCATION_MAX_DIM:
         return Shortest(local=CollocationSolver(), relax_failed=True, name="auto")
-    local = MultilevelNewton(rtol=1e-10, max_segments=1024) if for_velocity else MultilevelNewton()
+    local = MultilevelNewton(rtol=1e-10) if for_velocity else MultilevelNewton()
     return Shortest(local=local, starts=StartCurves(bends=(0.5,), n_directions=2), name="auto")
