@@ -301,13 +301,16 @@ def scoregeo_reference(prob: Problem):
     by 0.2, 0.4, 0.8, 1.2 and 1.6 chord lengths, and three graph paths from
     different random graphs.
     """
-    from scoregeo.geodesics.bvp import _bowed_lines, _straight_lines
     from scoregeo.geodesics.collocation import collocation_geodesic
     from scoregeo.geodesics.graph import graph_paths
+    from scoregeo.geodesics.solver import straight_lines
+    from scoregeo.geodesics.starts import bowed_lines
 
     metric, x0, x1 = prob.sg_metric, prob.x0, prob.x1
-    bows = [_bowed_lines(x0, x1, 24, side * bend) for bend in (0.2, 0.4, 0.8, 1.2, 1.6) for side in (1, -1)]
-    starts = [_straight_lines(x0, x1, 24), *bows] + [graph_paths(metric, x0, x1, 24, seed=s) for s in (0, 1, 2)]
+    chord = x1 - x0
+    normal = torch.stack([-chord[:, 1], chord[:, 0]], -1) / chord.norm(dim=-1, keepdim=True)  # the plane's only one
+    bows = [bowed_lines(x0, x1, 24, side * bend, normal) for bend in (0.2, 0.4, 0.8, 1.2, 1.6) for side in (1, -1)]
+    starts = [straight_lines(x0, x1, 24), *bows] + [graph_paths(metric, x0, x1, 24, seed=s) for s in (0, 1, 2)]
     groups = torch.arange(len(x0)).repeat(len(starts))  # lets starts that cannot be the shortest stop early
     solved = collocation_geodesic(metric, torch.cat(starts), rtol=1e-11, max_order=2048, groups=groups)
     lengths = torch.where(solved.converged, solved.length, torch.inf).reshape(len(starts), -1)
@@ -397,10 +400,10 @@ def run_per_pair(name, prob, solve_one) -> Result:
 
 # ---------------------------------------------------------------------------- scoregeo
 SCOREGEO_METHODS = {
-    "scoregeo geodesic auto (batched)": dict(method="auto"),  # the default: global, six starts + collocation
-    "scoregeo geodesic collocation (batched)": dict(method="collocation"),  # local: collocation from the chord
-    "scoregeo geodesic energy (batched)": dict(method="energy"),  # local: energy minimisation from the chord
-    "scoregeo geodesic shooting (batched)": dict(method="shooting"),  # local: Newton shooting from x1 − x0
+    "scoregeo geodesic auto (batched)": dict(solver="auto"),  # the default: global, six starts + collocation
+    "scoregeo geodesic collocation (batched)": dict(solver="collocation"),  # local: collocation from the chord
+    "scoregeo geodesic energy (batched)": dict(solver="energy"),  # local: energy minimisation from the chord
+    "scoregeo geodesic shooting (batched)": dict(solver="shooting"),  # local: Newton shooting from x1 − x0
 }
 
 
@@ -409,9 +412,9 @@ def solve_scoregeo(prob: Problem, which=None) -> list[Result]:
         raise NotImplementedError("sg.geodesic is not available yet (src/scoregeo/geodesics/ in progress)")
     results = []
     for name, kw in SCOREGEO_METHODS.items():
-        if which and kw["method"] not in which:
+        if which and kw["solver"] not in which:
             continue
-        notes = [f"sg.geodesic(metric, x0, x1, method={kw['method']!r}), n_points=64 (default), all pairs in one call"]
+        notes = [f"sg.geodesic(metric, x0, x1, solver={kw['solver']!r}), n_points=64 (default), all pairs in one call"]
         t0 = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -420,9 +423,9 @@ def solve_scoregeo(prob: Problem, which=None) -> list[Result]:
             seconds = time.perf_counter() - t0
             dist = path.length.detach().to(DTYPE)
             failed = ~path.converged | ~torch.isfinite(dist)
-            if kw["method"] == "auto" and hasattr(path, "n_local"):
+            if kw["solver"] == "auto" and hasattr(path, "n_local"):
                 notes.append(f"pairs where more than one local geodesic was found: {int((path.n_local > 1).sum())}")
-            if kw["method"] == "auto":
+            if kw["solver"] == "auto":
                 t1 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
