@@ -26,8 +26,8 @@ def graph_paths(
     x0: torch.Tensor,
     x1: torch.Tensor,
     n_points: int,
-    n_nodes: int = 200,
-    k: int = 16,
+    n_nodes: int | None = None,
+    k: int | None = None,
     seed: int = 0,
     anchors: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -47,6 +47,10 @@ def graph_paths(
     curve depends on that pair alone, not on the rest of the batch.
     """
     B, d = x0.shape
+    if n_nodes is None:
+        n_nodes = 200 if d <= 3 else 100
+    if k is None:
+        k = 16 if d <= 3 else 8
     if anchors is not None:
         anchors = anchors.to(dtype=x0.dtype, device=x0.device).reshape(-1, d)
     gen = torch.Generator(device="cpu").manual_seed(seed)
