@@ -91,6 +91,10 @@ def test_newton_solver_object_and_registry():
     assert by_name.method == "newton"
     torch.testing.assert_close(by_name.length, tight.length, rtol=1e-6, atol=0)
     assert float(tight.residual) <= 1e-8
+    with_lbfgs = sg.geodesics.MultilevelNewton(max_lbfgs=200)
+    with_lbfgs = sg.geodesic(metric, problem.lift(a), problem.lift(b), solver=with_lbfgs)
+    assert bool(with_lbfgs.converged.all())  # the optional L-BFGS stage before Newton reaches the same geodesic
+    torch.testing.assert_close(with_lbfgs.length, tight.length, rtol=1e-6, atol=0)
     assert set(sg.geodesics.SOLVERS) >= {"collocation", "energy", "shooting", "newton"}
     with pytest.raises(ValueError, match="solver"):
         sg.geodesic(metric, problem.lift(a), problem.lift(b), solver="magic")
@@ -235,6 +239,8 @@ def test_empty_batch_and_coincident_points():
         (lambda: sg.geodesics.ShootingSolver(max_iter=0), "max_iter"),
         (lambda: sg.geodesics.MultilevelNewton(max_segments=16), "max_segments"),
         (lambda: sg.geodesics.MultilevelNewton(max_cg=0), "max_cg"),
+        (lambda: sg.geodesics.MultilevelNewton(max_lbfgs=-1), "max_lbfgs"),
+        (lambda: sg.geodesics.MultilevelNewton(lbfgs_tol=1.5), "lbfgs_tol"),
         (lambda: sg.geodesics.StartCurves(n_points=1), "n_points"),
         (lambda: sg.geodesics.StartCurves(bends=(0.4, -1.0)), "bends"),
         (lambda: sg.geodesics.StartCurves(n_directions=-1), "n_directions"),

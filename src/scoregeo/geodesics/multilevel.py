@@ -51,8 +51,9 @@ class MultilevelNewton(BVPSolver):
         max_cg: conjugate-gradient iterations per Newton step.
         max_lbfgs: L-BFGS iterations per grid before Newton (default 0: none).
             With the Gauss–Newton preconditioner, Newton–Krylov from the
-            start was 4–12× faster than L-BFGS followed by Newton on stiff
-            score metrics (λ|s|² up to 1e6); L-BFGS remains for experiments.
+            start was 5.6× faster than L-BFGS followed by Newton on a digits
+            pair at σ = 0.1, λ = 1000 (λ|s|² up to 1e6) and 6.4× on 8 oracle
+            pairs at d = 64, λ = 100; L-BFGS remains for experiments.
         lbfgs_tol: relative Newton decrement at which L-BFGS hands over to
             Newton–Krylov (default 1e-5 in float64, 1e-4 in float32).
     """
