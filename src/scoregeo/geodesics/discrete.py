@@ -328,11 +328,9 @@ def _preconditioner(metric: Metric, curves: torch.Tensor):
     segments = curves.shape[1] - 1
     mids = 0.5 * (curves[:, 1:] + curves[:, :-1])
     steps = curves[:, 1:] - curves[:, :-1]
-    with torch.enable_grad():
+    with torch.enable_grad():  # the factors keep their graph for the tilts
         at = mids.detach().requires_grad_(True)
         structure = metric._low_rank(at)
-        if structure is not None and structure[1].shape[-2] > 0:
-            tilts = _tilts(structure[1], at, steps)
     if structure is None:
         with torch.no_grad():
             quotient = metric._inner(mids, steps, steps).sum(-1) / (steps * steps).sum((1, 2)).clamp_min(
@@ -343,6 +341,7 @@ def _preconditioner(metric: Metric, curves: torch.Tensor):
     B, N, k, _ = factors.shape
     if k == 0:
         return lambda r: _inverse_second_difference(r) / (2 * segments * alpha)
+    tilts = _tilts(factors, at, steps)
     factors = factors.detach()
     diff_diff, diff_sum, sum_sum = _kernels(N, curves.dtype, curves.device)
 
@@ -361,7 +360,8 @@ def _preconditioner(metric: Metric, curves: torch.Tensor):
 
     def apply(r: torch.Tensor) -> torch.Tensor:
         y = _inverse_second_difference(r) / alpha
-        differences, sums = _segment_differences(y), _segment_sums(y)  # (B, N, d)
+        left, right = _segment_ends(y)  # (B, N, d)
+        differences, sums = right - left, right + left
         projected = (factors * differences[:, :, None, :]).sum(-1) + 0.5 * (tilts * sums[:, :, None, :]).sum(-1)
         z = torch.cholesky_solve(projected.reshape(B, N * k, 1), factor).reshape(B, N, k, 1)
         back_u, back_t = (factors * z).sum(2), 0.5 * (tilts * z).sum(2)  # (B, N, d) per segment
@@ -375,12 +375,13 @@ def _tilts(factors: torch.Tensor, at: torch.Tensor, steps: torch.Tensor) -> torc
     """(B, N, k, d) T_{i,a} = ∂(U_a(m) · Δ_i)/∂m at m_i; zero where U does not depend on m."""
     if not factors.requires_grad:
         return torch.zeros_like(factors)
-    residuals = (factors * steps.detach()[:, :, None, :]).sum(-1)  # (B, N, k): each depends on its own m_i only
-    k = residuals.shape[-1]
-    tilts = []
-    for a in range(k):
-        (tilt,) = torch.autograd.grad(residuals[..., a].sum(), at, retain_graph=a + 1 < k, allow_unused=True)
-        tilts.append(torch.zeros_like(at) if tilt is None else tilt)
+    with torch.enable_grad():
+        residuals = (factors * steps.detach()[:, :, None, :]).sum(-1)  # (B, N, k): each depends on its own m_i only
+        k = residuals.shape[-1]
+        tilts = []
+        for a in range(k):
+            (tilt,) = torch.autograd.grad(residuals[..., a].sum(), at, retain_graph=a + 1 < k, allow_unused=True)
+            tilts.append(torch.zeros_like(at) if tilt is None else tilt)
     return torch.stack(tilts, 2).detach()
 
 
@@ -401,16 +402,13 @@ def _kernels(segments: int, dtype: torch.dtype, device: torch.device):
     return tuple(kernel.to(dtype=dtype, device=device) for kernel in kernels)
 
 
-def _segment_differences(interior: torch.Tensor) -> torch.Tensor:
-    """D y: y_{i+1} − y_i over the N segments, for interior values (B, N − 1, d) with zero ends."""
-    padded = torch.nn.functional.pad(interior, (0, 0, 1, 1))
-    return padded[:, 1:] - padded[:, :-1]
+def _segment_ends(interior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y_i, y_{i+1}) over the N segments, each (B, N, d), for interior values (B, N − 1, d) with zero ends.
 
-
-def _segment_sums(interior: torch.Tensor) -> torch.Tensor:
-    """S y: y_i + y_{i+1} over the N segments, for interior values (B, N − 1, d) with zero ends."""
+    Their difference is D y, their sum S y.
+    """
     padded = torch.nn.functional.pad(interior, (0, 0, 1, 1))
-    return padded[:, 1:] + padded[:, :-1]
+    return padded[:, :-1], padded[:, 1:]
 
 
 def _inverse_second_difference(r: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ def graph_paths(
     mode), above in a tube around the chord (default 100 nodes, k = 8: there
     the edges' score evaluations cost as much as refining several starts).
     Pairs are processed in chunks, their metric evaluations batched. Nodes where
-    the metric is not finite and positive are dropped (this keeps the graph
+    the metric is not finite and positive take no edges (this keeps the graph
     inside the metric's domain). Edges join each node to its ``k`` Euclidean
     nearest neighbours, weighted by the metric length of the segment (4-point
     Gauss–Legendre quadrature). Each curve is resampled at equal metric arc
