@@ -88,7 +88,7 @@ def newton_krylov(
         curves: (B, N + 1, d) start curves; first and last points stay fixed.
         tol: a curve has converged when its Newton decrement −∇Eᵀp is at most
             ``tol`` · E (the energy is then within about tol/2 relative of the
-            discrete minimum).
+            discrete minimum); a number, or a (B,) tensor of per-curve tolerances.
         max_iter: Newton iterations.
         max_cg: conjugate-gradient iterations per Newton step.
     """
@@ -106,6 +106,7 @@ def newton_krylov(
         converged = torch.isfinite(energy)
         return NewtonResult(points, energy, torch.zeros_like(energy), converged, evaluations + (n1 - 1))
     segments = n1 - 1
+    tol = torch.as_tensor(tol, dtype=dtype, device=device).expand(B)
     for _ in range(max_iter):
         live = (~converged & ~failed).nonzero().squeeze(-1)
         if live.numel() == 0:
@@ -120,7 +121,7 @@ def newton_krylov(
         slope = (gradient * step).flatten(1).sum(-1)  # = −decrement
         rel = (-slope / value.abs().clamp_min(torch.finfo(dtype).tiny)).clamp_min(0)
         energy[live], decrement[live] = value.detach(), rel
-        done = finite & (rel <= tol)
+        done = finite & (rel <= tol[live])
         converged[live[done]] = True
         todo = finite & ~done
         trial, trial_energy, accepted, tried = _line_search(metric, current[todo], step[todo], value[todo], slope[todo])
@@ -129,7 +130,7 @@ def newton_krylov(
         points[moved] = trial
         energy[moved] = trial_energy
         # a step the line search cannot accept while the decrement is at the rounding floor has converged
-        floor = rel[todo] <= max(tol, 1e3 * torch.finfo(dtype).eps)
+        floor = rel[todo] <= tol[live][todo].clamp_min(1e3 * torch.finfo(dtype).eps)
         converged[moved[~accepted & floor]] = True
         failed[moved[~accepted & ~floor]] = True
         failed[live[~finite]] = True
@@ -343,30 +344,27 @@ def _preconditioner(metric: Metric, curves: torch.Tensor):
         return lambda r: _inverse_second_difference(r) / (2 * segments * alpha)
     tilts = _tilts(factors, at, steps)
     factors = factors.detach()
+    # residual i moves with its segment's ends: coefficient ``ahead`` of x_{i+1}, ``behind`` of x_i
+    ahead, behind = factors + 0.5 * tilts, 0.5 * tilts - factors
     diff_diff, diff_sum, sum_sum = _kernels(N, curves.dtype, curves.device)
 
     def spread(kernel: torch.Tensor) -> torch.Tensor:  # (N, N) → (N k, N k), the same for the k rows of a segment
         return kernel.repeat_interleave(k, 0).repeat_interleave(k, 1)
 
     rows_u, rows_t = factors.reshape(B, N * k, -1), tilts.reshape(B, N * k, -1)
-    coupling = (
-        spread(diff_diff) * (rows_u @ rows_u.mT)
-        + 0.5 * spread(diff_sum) * (rows_u @ rows_t.mT)
-        + 0.5 * spread(diff_sum.mT) * (rows_t @ rows_u.mT)
-        + 0.25 * spread(sum_sum) * (rows_t @ rows_t.mT)
-    )
+    cross = 0.5 * spread(diff_sum) * (rows_u @ rows_t.mT)  # the T-U block is its transpose
+    coupling = spread(diff_diff) * (rows_u @ rows_u.mT) + cross + cross.mT + 0.25 * spread(sum_sum) * (rows_t @ rows_t.mT)
     capacitance = torch.eye(N * k, dtype=curves.dtype, device=curves.device) + coupling / alpha
     factor = torch.linalg.cholesky(capacitance)
 
     def apply(r: torch.Tensor) -> torch.Tensor:
-        y = _inverse_second_difference(r) / alpha
-        left, right = _segment_ends(y)  # (B, N, d)
-        differences, sums = right - left, right + left
-        projected = (factors * differences[:, :, None, :]).sum(-1) + 0.5 * (tilts * sums[:, :, None, :]).sum(-1)
-        z = torch.cholesky_solve(projected.reshape(B, N * k, 1), factor).reshape(B, N, k, 1)
-        back_u, back_t = (factors * z).sum(2), 0.5 * (tilts * z).sum(2)  # (B, N, d) per segment
-        back = (back_u[:, :-1] - back_u[:, 1:]) + (back_t[:, :-1] + back_t[:, 1:])  # Dᵀ u + Sᵀ t at interior points
-        return (y - _inverse_second_difference(back) / alpha) / (2 * segments)
+        y = _inverse_second_difference(r) / alpha  # (B, N − 1, d), interior point j is the end of segments j and j + 1
+        projected = r.new_zeros(B, N, k)  # V y: the residuals' rows at their segment's two ends
+        projected[:, :-1] += torch.einsum("bnkd,bnd->bnk", ahead[:, :-1], y)
+        projected[:, 1:] += torch.einsum("bnkd,bnd->bnk", behind[:, 1:], y)
+        z = torch.cholesky_solve(projected.reshape(B, N * k, 1), factor).reshape(B, N, k)
+        back = torch.einsum("bnk,bnkd->bnd", z[:, :-1], ahead[:, :-1]) + torch.einsum("bnk,bnkd->bnd", z[:, 1:], behind[:, 1:])
+        return _inverse_second_difference(r - back) / (2 * segments * alpha)  # A⁻¹(r − Vᵀz) / 2N
 
     return apply
 
@@ -400,15 +398,6 @@ def _kernels(segments: int, dtype: torch.dtype, device: torch.device):
     difference, total = after - before, after + before
     kernels = (difference @ inverse @ difference.T, difference @ inverse @ total.T, total @ inverse @ total.T)
     return tuple(kernel.to(dtype=dtype, device=device) for kernel in kernels)
-
-
-def _segment_ends(interior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y_i, y_{i+1}) over the N segments, each (B, N, d), for interior values (B, N − 1, d) with zero ends.
-
-    Their difference is D y, their sum S y.
-    """
-    padded = torch.nn.functional.pad(interior, (0, 0, 1, 1))
-    return padded[:, :-1], padded[:, 1:]
 
 
 def _inverse_second_difference(r: torch.Tensor) -> torch.Tensor:

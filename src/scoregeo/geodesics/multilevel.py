@@ -20,6 +20,23 @@ never better than the method's order); while the changes do not yet shrink by
 at least 2 per grid it is the last change itself. A curve has converged when
 the estimate is at most ``rtol`` and the energy of each of the last two grids
 was minimised to a Newton decrement well below ``rtol``.
+
+A grid can be too coarse to resolve a curve at all: on stiff metrics the
+midpoint rule lets a coarse discrete curve step over the regions where the
+metric is large, so its discrete length √E falls far below the length of the
+curve through its points (9.1 against 39.3 on a d = 784, λ = 100 oracle pair
+at N = 16, whose geodesic measures 23.8; the two agree to 2e-5 once N = 256
+resolves it). The relative gap between them is bimodal in practice (above 0.1
+or below 1e-3). Above 1e-2 the grid does not resolve the curve, and the next
+grid is first minimised only to a decrement of 3e-2 (its curve mainly starts
+the grid after it), then to the full tolerance if it does resolve the curve.
+(On the 8 oracle pairs at d = 784, λ = 100, the default "auto" solve spent
+1.62M score evaluations with every grid minimised fully, and 1.32M, 1.07M and
+1.30M with this first decrement at 1e-2, 3e-2 and 1e-1; the pairs at λ = 10,
+which every grid resolves, are unaffected.) The first grid is always minimised
+fully, so that starts which fall into the same discrete geodesic are merged
+there. An unresolved curve's length says little about the geodesic it will
+become, so it is never dropped for being long unless it is twice as long.
 """
 
 from __future__ import annotations
@@ -36,6 +53,8 @@ from .path import Path
 from .solver import BVPSolver
 
 _HISTORY_BUDGET = 2e7  # entries of one curve's L-BFGS memory (pairs of curve-sized tensors)
+_UNRESOLVED_GAP = 1e-2  # relative gap between Hermite and discrete length above which a grid does not resolve a curve
+_UNRESOLVED_TOL = 3e-2  # Newton decrement to which a grid after an unresolved one is first minimised
 
 
 @dataclass
@@ -107,6 +126,7 @@ class MultilevelNewton(BVPSolver):
         out = _PathBuilder(C, n_points, starts)
         previous_velocity = starts.new_full(starts.shape[::2], float("nan"))  # ẋ(0) on each curve's previous grid
         active = torch.arange(C, device=device)
+        resolved = torch.ones(C, dtype=torch.bool, device=device)  # the curve's last grid resolved it
         while True:
             if self.max_lbfgs:
                 # per curve, not per batch: a curve's iterations must not depend on what else is in the batch
@@ -114,11 +134,11 @@ class MultilevelNewton(BVPSolver):
                 coarse = quasi_newton(metric, curves, tol=lbfgs_tol, max_iter=self.max_lbfgs, history=history)
                 curves = coarse.points
                 evaluations[active] += coarse.evaluations
-            fine = newton_krylov(metric, curves, tol=newton_tol, max_iter=self.max_newton, max_cg=self.max_cg)
-            curves = fine.points
-            new_length, energy, spread = hermite.measure(metric, curves)
-            evaluations[active] += fine.evaluations + 3 * segments
-            ok = fine.converged & torch.isfinite(new_length)
+            grid = self._solve_grid(metric, curves, resolved[active], newton_tol)
+            curves, new_length, energy, spread = grid.points, grid.length, grid.energy, grid.spread
+            evaluations[active] += grid.evaluations
+            resolved[active] = grid.resolved
+            ok = grid.minimised & torch.isfinite(new_length)
             new_change = (new_length - length[active]).abs() / new_length.abs().clamp_min(torch.finfo(dtype).tiny)
             new_change = torch.where(torch.isfinite(new_change), new_change, torch.inf)
             previous = change[active]
@@ -129,7 +149,8 @@ class MultilevelNewton(BVPSolver):
             length[active], change[active], level_ok[active] = new_length, new_change, ok
             ratio[active], error[active] = new_ratio, new_error
             converged[active[done]] = True
-            stop = done | ~torch.isfinite(new_length) | _outrun(length, change, groups, active, curves)
+            reliable = torch.where(resolved, change, torch.inf)  # an unresolved length may still fall a lot
+            stop = done | ~torch.isfinite(new_length) | _outrun(length, reliable, groups, active, curves)
             last = 2 * segments > self.max_segments
             if last:
                 stop = torch.ones_like(stop)
@@ -145,6 +166,53 @@ class MultilevelNewton(BVPSolver):
             curves = hermite.resample(curves[keep], segments + 1)
         residual = torch.where(torch.isfinite(error), error, torch.full_like(error, float("inf")))
         return out.build(length, converged, residual, evaluations, self.name)
+
+    def _solve_grid(self, metric: Metric, curves: torch.Tensor, resolved: torch.Tensor, newton_tol: float) -> "_Grid":
+        """Minimise the discrete energy of curves (A, N + 1, d) on their grid and measure them.
+
+        Curves whose previous grid resolved them (``resolved``, (A,)) are
+        minimised to ``newton_tol``; the others first to ``_UNRESOLVED_TOL``,
+        then on to ``newton_tol`` if this grid resolves them.
+        """
+        segments = curves.shape[1] - 1
+        loose = ~resolved & (newton_tol < _UNRESOLVED_TOL)
+        tol = torch.where(loose, _UNRESOLVED_TOL, newton_tol).to(curves.dtype)
+        solved = newton_krylov(metric, curves, tol=tol, max_iter=self.max_newton, max_cg=self.max_cg)
+        points, evaluations = solved.points, solved.evaluations + 3 * segments
+        length, energy, spread = hermite.measure(metric, points)
+        now_resolved = _resolves(length, solved.energy)
+        minimised = solved.converged & ~loose
+        tighten = (loose & now_resolved & solved.converged).nonzero().squeeze(-1)
+        if tighten.numel():
+            tight = newton_krylov(metric, points[tighten], tol=newton_tol, max_iter=self.max_newton, max_cg=self.max_cg)
+            points[tighten] = tight.points
+            evaluations[tighten] += tight.evaluations + 3 * segments
+            length[tighten], energy[tighten], spread[tighten] = hermite.measure(metric, tight.points)
+            now_resolved[tighten] = _resolves(length[tighten], tight.energy)
+            minimised[tighten] = tight.converged
+        return _Grid(points, length, energy, spread, minimised, now_resolved, evaluations)
+
+
+@dataclass
+class _Grid:
+    """Curves (A, N + 1, d) minimised on one grid: their Hermite length, energy and speed spread (A,),
+    whether the energy was minimised to the full tolerance, whether the grid resolves them, and the
+    metric evaluations spent (A,)."""
+
+    points: torch.Tensor
+    length: torch.Tensor
+    energy: torch.Tensor
+    spread: torch.Tensor
+    minimised: torch.Tensor
+    resolved: torch.Tensor
+    evaluations: torch.Tensor
+
+
+def _resolves(length: torch.Tensor, discrete_energy: torch.Tensor) -> torch.Tensor:
+    """(A,) the grid resolves the curve: its discrete length √E is within ``_UNRESOLVED_GAP`` of its Hermite length."""
+    tiny = torch.finfo(length.dtype).tiny
+    gap = (length - discrete_energy.clamp_min(0).sqrt()).abs() / length.abs().clamp_min(tiny)
+    return gap <= _UNRESOLVED_GAP
 
 
 def _error_estimate(change: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
