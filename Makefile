@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,diffusers]"
 	touch $@
 
 demo: venv

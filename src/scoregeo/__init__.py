@@ -7,7 +7,16 @@ from .curvature import gaussian_curvature, scalar_curvature
 from .densities import Gaussian, GaussianMixture
 from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, log_map, shoot
 from .metrics import Euclidean, FisherRaoMetric, MatrixMetric, Metric, ScoreMetric
-from .scores import CheckpointError, ScoreModel, score_of, train_score
+from .scores import (
+    CheckpointError,
+    DenoiserScore,
+    DiffusersScore,
+    FunctionScore,
+    ScoreModel,
+    ScoreSource,
+    score_of,
+    train_score,
+)
 from . import datasets, evaluation, fisher, fisher_rao, sampling
 
 __version__ = "0.1.0"
@@ -19,6 +28,10 @@ __all__ = [
     "train_score",
     "ScoreModel",
     "CheckpointError",
+    "ScoreSource",
+    "FunctionScore",
+    "DenoiserScore",
+    "DiffusersScore",
     "Metric",
     "Euclidean",
     "MatrixMetric",

@@ -17,7 +17,7 @@ from ..metrics import Metric
 from .collocation import CollocationSolver
 from .domain import guard
 from .energy import EnergySolver
-from .ivp import validated_points
+from .ivp import shaped_like, validated_points
 from .multilevel import MultilevelNewton
 from .path import Path
 from .shooting import ShootingSolver
@@ -44,7 +44,9 @@ def geodesic(
     Args:
         metric: any :class:`~scoregeo.Metric`.
         x0, x1: (..., d) end points (broadcast together), inside the metric's
-            domain (a ``ValueError`` says which is not).
+            domain (a ``ValueError`` says which is not); or shaped
+            (..., *metric.event_shape), for example images of a score source,
+            and then the returned points and velocities have that shape too.
         n_points: samples along each returned path (>= 2), uniform in the
             geodesic's own time t ∈ [0, 1] (equal metric arc length).
         solver: a :class:`~scoregeo.geodesics.BVPSolver` object (configured with
@@ -75,6 +77,7 @@ def geodesic(
         False (and a ``RuntimeWarning`` is issued) for pairs where the solver did
         not meet its tolerance. An empty batch gives an empty Path.
     """
+    given = x0
     x0, x1 = validated_points(metric, x0, x1, ("x0", "x1"))
     n_points = check_positive_int(n_points, "n_points", minimum=2)
     if method is not None:
@@ -96,7 +99,7 @@ def geodesic(
             bar.update(1)
         path = scatter_paths(path, moving, solved)
         _warn_unconverged(path)
-    return path.reshape(batch)
+    return shaped_like(metric, given, path.reshape(batch))
 
 
 def constant_paths(a: torch.Tensor, n_points: int, name: str) -> Path:
@@ -124,7 +127,7 @@ def distance(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, **kwargs) -> to
 
 
 def log_map(metric: Metric, x0: torch.Tensor, x1: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Riemannian logarithm log_{x0}(x1) (..., d): the initial velocity of the geodesic on [0, 1].
+    """Riemannian logarithm log_{x0}(x1), shape of x0: the initial velocity of the geodesic on [0, 1].
 
     Keyword arguments go to :func:`geodesic`. By default (``solver="auto"``) the
     solve is tighter than for a distance: the length is stationary at a geodesic,

@@ -29,6 +29,8 @@ def curve_energy(metric: Metric, points: torch.Tensor) -> torch.Tensor:
 
 
 def _segments(metric: Metric, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps and midpoints of curves (..., n, d) or (..., n, *metric.event_shape) (flattened)."""
+    points, _ = metric.flatten_points(points, "points")
     check_points(points, metric.dim, "points")
     if points.ndim < 2 or points.shape[-2] < 2:
         raise ValueError(f"points must have shape (..., n, {metric.dim}) with n >= 2, got {tuple(points.shape)}")

@@ -114,6 +114,7 @@ def shoot(
         :func:`speed_tolerance` (1e-6 in float64, 1e-3 in float32) relative. The
         samples after the time a curve stopped are NaN.
     """
+    given = x
     x, v = validated_points(metric, x, v, ("x", "v"))
     n_points = check_positive_int(n_points, "n_points", minimum=2)
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not t > 0:
@@ -123,16 +124,16 @@ def shoot(
     times = torch.linspace(0.0, float(t), n_points, dtype=x.dtype, device=x.device)
     run = _integrate(metric._acceleration, x, v, times, rtol, atol, method, max_evals, metric.dim)
     if x.shape[0] == 0:  # an empty batch: the metric is never called
-        return _empty_path(run, times, f"shoot/{method}").reshape(batch)
+        return shaped_like(metric, given, _empty_path(run, times, f"shoot/{method}").reshape(batch))
     path = path_from_trajectory(metric, run.positions, run.velocities, times, f"shoot/{method}", run.evaluations)
     path.converged = path.converged & (run.status == _STOP_REACHED) & (path.speed_drift <= speed_tolerance(x.dtype))
     if not bool(path.converged.all()):
         warnings.warn(_failure_report(run, path, x, max_evals), RuntimeWarning, stacklevel=2)
-    return path.reshape(batch)
+    return shaped_like(metric, given, path.reshape(batch))
 
 
 def exp_map(metric: Metric, x: torch.Tensor, v: torch.Tensor, t: float = 1.0, **kwargs) -> torch.Tensor:
-    """Riemannian exponential map exp_x(t v), shape (..., d). Keyword arguments go to :func:`shoot`."""
+    """Riemannian exponential map exp_x(t v), shape of x. Keyword arguments go to :func:`shoot`."""
     return shoot(metric, x, v, t=t, n_points=2, **kwargs).end_point
 
 
@@ -240,9 +241,11 @@ def validated_points(
 
     Both must be float32 or float64, finite, of the same dtype, with coordinates
     small enough that their squares do not overflow (:func:`check_magnitude`).
+    Points of shape (..., *metric.event_shape) (images) are flattened to (..., d).
     """
     if not isinstance(metric, Metric):
         raise ValueError(f"metric must be a scoregeo Metric, got {type(metric).__name__}")
+    (a, _), (b, _) = metric.flatten_points(a, names[0]), metric.flatten_points(b, names[1])
     for tensor, name in zip((a, b), names):
         check_points(tensor, metric.dim, name)
         check_magnitude(tensor, name)
@@ -251,6 +254,11 @@ def validated_points(
         raise ValueError(f"{names[0]} and {names[1]} must have the same dtype, got {a.dtype} and {b.dtype}")
     metric.check_solvable()
     return torch.broadcast_tensors(a, b)
+
+
+def shaped_like(metric: Metric, x, path: Path) -> Path:
+    """``path`` with image-shaped points when the user's ``x`` was shaped (..., *metric.event_shape)."""
+    return path.shaped(metric.event_shape) if metric.flatten_points(x)[1] else path
 
 
 @dataclass

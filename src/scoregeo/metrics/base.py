@@ -102,6 +102,23 @@ class Metric:
         """Dimension d of the manifold."""
         return self._dim
 
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one point as users hold it: (d,), or for example (C, H, W) for a score source's images.
+
+        The geodesic functions accept points of shape (..., *event_shape) as well
+        as flat (..., d), and return the shape they were given.
+        """
+        return (self._dim,)
+
+    def flatten_points(self, x, name: str = "x") -> tuple[torch.Tensor, bool]:
+        """Points (..., *event_shape) as flat (..., d), and whether they were shaped; flat points pass as they are."""
+        event = self.event_shape
+        k = len(event)
+        if k > 1 and isinstance(x, torch.Tensor) and x.ndim >= k and tuple(x.shape[x.ndim - k:]) == event:
+            return x.reshape(*x.shape[: x.ndim - k], self._dim), True
+        return x, False
+
     # ----------------------------------------------------------------- public API
     def matrix(self, x: torch.Tensor) -> torch.Tensor:
         """Metric matrix G(x), shape (..., d, d)."""

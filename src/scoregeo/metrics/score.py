@@ -20,6 +20,10 @@ class ScoreMetric(Metric):
     The score may be analytic (``Gaussian.score``), come from a log-density
     (``sg.score_of``) or be a learned network; it must be differentiable (by
     ``torch.autograd`` and ``torch.func``) and act on each point independently.
+    A score source (:mod:`scoregeo.scores.sources`: a ``ScoreModel.score_fn(σ)``,
+    a diffusers UNet, a denoiser) brings its dimension and data shape, so ``dim``
+    may then be left out; ``event_shape`` is the source's (for example
+    (C, H, W)), else (dim,).
 
     Every operation is in closed form and never forms a d×d matrix (except
     ``matrix``): G v = α v + λ s (s·v); G⁻¹ b = (b − λ s (s·b)/(α + λ|s|²))/α
@@ -57,14 +61,22 @@ class ScoreMetric(Metric):
     def __init__(
         self,
         score: ScoreFn,
-        dim: int,
+        dim: int | None = None,
         lam: float = 1.0,
         alpha: float = 1.0,
         symmetric_jacobian: bool | None = None,
     ):
-        super().__init__(dim)
         if not callable(score):
             raise ValueError(f"score must be callable, got {type(score).__name__}")
+        source_dim = getattr(score, "dim", None) if isinstance(getattr(score, "event_shape", None), tuple) else None
+        if dim is None:
+            if source_dim is None:
+                raise ValueError("dim is required for a plain score callable (only a score source knows its dimension)")
+            dim = source_dim
+        elif source_dim is not None and dim != source_dim:
+            raise ValueError(f"dim={dim!r} does not match the score source's dimension {source_dim}")
+        super().__init__(dim)
+        self._event_shape = tuple(score.event_shape) if source_dim is not None else (dim,)
         self.score = score
         self.lam = check_nonnegative(lam, "lam")
         self.alpha = check_nonnegative(alpha, "alpha")
@@ -75,6 +87,11 @@ class ScoreMetric(Metric):
         if not isinstance(symmetric_jacobian, bool):
             raise ValueError(f"symmetric_jacobian must be True, False or None, got {symmetric_jacobian!r}")
         self.symmetric_jacobian = symmetric_jacobian
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one data point: the score source's (for example (C, H, W)), else (dim,)."""
+        return self._event_shape
 
     def check_solvable(self) -> None:
         if self.alpha == 0:

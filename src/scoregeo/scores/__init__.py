@@ -1,8 +1,20 @@
-"""Where Stein scores come from: autograd of a log-density, or a network trained by score matching."""
+"""Where Stein scores come from: autograd of a log-density, networks trained by score matching, score sources."""
 
 from .autograd import score_of
 from .checkpoint import CheckpointError
+from .diffusers import DiffusersScore
 from .model import ScoreModel
+from .sources import DenoiserScore, FunctionScore, ModelScore, ScoreSource
 from .training import train_score
 
-__all__ = ["score_of", "ScoreModel", "train_score", "CheckpointError"]
+__all__ = [
+    "score_of",
+    "ScoreModel",
+    "train_score",
+    "CheckpointError",
+    "ScoreSource",
+    "FunctionScore",
+    "ModelScore",
+    "DenoiserScore",
+    "DiffusersScore",
+]

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
+from .._checks import _is_plain
+
 from .checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -23,6 +25,7 @@ from .networks import build_network, network_config
 from .objectives import geometric_sigmas
 from .parameterization import check_parameterization, output_to_score
 from .sde import SDE, VESDE, VPSDE
+from .sources import ModelScore
 
 if TYPE_CHECKING:
     from ..sampling import SampleInfo
@@ -138,35 +141,51 @@ class ScoreModel:
 
         ``sigma``: required for noise-conditional models (a float, or a tensor of
         shape (...) matching x's leading dimensions); must be None for
-        noise-free ones. The network runs in its own dtype (see ``to``) and the
-        result comes back in x's dtype. The call is differentiable and composes
-        with ``torch.func``, so
-        ``ScoreMetric(model.score_fn(σ), d)`` can differentiate it twice.
+        noise-free ones. x must be a floating-point tensor with finite entries
+        (integer points would be truncated, NaN would give NaN silently). The
+        network runs in its own dtype (see ``to``) and the result comes back in
+        x's dtype. The call is differentiable and composes with ``torch.func``;
+        for metrics use ``score_fn(σ)``, a score source that also accepts flat
+        points (..., d).
         """
         n_data = len(self.data_shape)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = f"dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a floating-point tensor, got {got} (integer points would be truncated)")
         if x.ndim < n_data or tuple(x.shape[x.ndim - n_data:]) != self.data_shape:
             raise ValueError(f"x must have shape (..., {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
+        if _is_plain(x) and not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or Inf")
         lead = x.shape[: x.ndim - n_data]
-        flat = x.reshape(-1, *self.data_shape).to(self._dtype)
+        events = x.reshape(-1, *self.data_shape)
+        if isinstance(sigma, torch.Tensor) and self.conditional:
+            sigma = sigma.to(x).expand(lead).reshape(-1)
+        return self._score_events(events, sigma).reshape(x.shape)
+
+    def _score_events(self, events: torch.Tensor, sigma: float | torch.Tensor | None) -> torch.Tensor:
+        """Scores of a batch (N, *data_shape) at σ (a number, or a tensor of shape (N,)); events' dtype."""
+        flat = events.to(self._dtype)
         if not self.conditional:
             if sigma is not None:
                 raise ValueError(f"sigma must be None for a {self.method!r} model (trained on clean data)")
-            return self.network(flat, None).reshape(x.shape).to(x.dtype)
+            return self.network(flat, None).to(events.dtype)
         self._require_sigma(sigma)
         if isinstance(sigma, torch.Tensor):
-            sigma_flat = sigma.to(flat).expand(lead).reshape(-1)
+            sigma_flat = sigma.to(flat).expand(flat.shape[0])
         else:
             if not (math.isfinite(float(sigma)) and float(sigma) > 0):
                 raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
             sigma_flat = torch.full((flat.shape[0],), float(sigma), dtype=flat.dtype, device=flat.device)
         out = self.network(flat, sigma_flat)
-        return output_to_score(out, sigma_flat, self.parameterization).reshape(x.shape).to(x.dtype)
+        return output_to_score(out, sigma_flat, self.parameterization).to(events.dtype)
 
-    def score_fn(self, sigma: float | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A plain score callable x ↦ s(x, σ) at a fixed noise level, e.g. for ``sg.ScoreMetric``."""
-        if self.conditional:
-            self._require_sigma(sigma)
-        return lambda x: self.score(x, sigma)
+    def score_fn(self, sigma: float | None = None) -> "ModelScore":
+        """The score x ↦ s(x, σ) at a fixed noise level as a score source, e.g. for ``sg.ScoreMetric``.
+
+        It accepts flat points (..., d) as well as (..., *data_shape) (see
+        :class:`~scoregeo.scores.sources.ModelScore`).
+        """
+        return ModelScore(self, sigma)
 
     def _require_sigma(self, sigma) -> None:
         if sigma is None:
