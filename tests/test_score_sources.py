@@ -256,3 +256,31 @@ def test_geodesic_functions_take_and_return_image_shaped_points():
     end = sg.exp_map(metric, x0[0].reshape(EVENT), log)
     assert end.shape == EVENT
     torch.testing.assert_close(end, x1[0].reshape(EVENT), rtol=1e-6, atol=1e-6)
+
+
+def test_latent_space_encodes_and_decodes_with_the_vae_scaling():
+    from diffusers import AutoencoderKL
+
+    from scoregeo.scores import LatentSpace
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=2, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4, sample_size=8,
+    ).double().eval()
+    space = LatentSpace(vae, batch_size=2)
+    assert space.scaling_factor == vae.config.scaling_factor
+    images = torch.randn(5, 3, 8, 8, dtype=F64)
+    latents = space.encode(images)
+    assert latents.shape == (5, 2, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(latents, vae.encode(images).latent_dist.mean * vae.config.scaling_factor)
+        path_points = latents.reshape(1, 5, 2, 4, 4)  # a path of 5 latents
+        decoded = space.decode(path_points)
+        assert decoded.shape == (1, 5, 3, 8, 8)
+        torch.testing.assert_close(decoded[0], vae.decode(latents / vae.config.scaling_factor).sample)
+    with pytest.raises(ValueError, match="scaling_factor"):
+        LatentSpace(vae, scaling_factor=-1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        LatentSpace(vae, batch_size=0)

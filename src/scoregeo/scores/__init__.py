@@ -2,7 +2,7 @@
 
 from .autograd import score_of
 from .checkpoint import CheckpointError
-from .diffusers import DiffusersScore
+from .diffusers import DiffusersScore, LatentSpace
 from .model import ScoreModel
 from .sources import DenoiserScore, FunctionScore, ModelScore, ScoreSource
 from .training import train_score
@@ -17,4 +17,5 @@ __all__ = [
     "ModelScore",
     "DenoiserScore",
     "DiffusersScore",
+    "LatentSpace",
 ]

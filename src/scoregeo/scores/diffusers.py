@@ -167,3 +167,49 @@ def _event_shape_of(unet) -> tuple[int, ...]:
         raise ValueError("event_shape is required for a UNet without config.in_channels and config.sample_size")
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     return (int(channels), int(height), int(width))
+
+
+class LatentSpace:
+    """The latent space of a latent diffusion model: a diffusers ``AutoencoderKL`` as an encode/decode pair.
+
+    Geodesics of a latent model's score (a :class:`DiffusersScore` of the latent
+    UNet) live in latent space; ``decode`` turns their points into images for
+    display, ``encode`` turns images into end points. Latents are scaled by the
+    VAE's ``config.scaling_factor`` as diffusers' pipelines do (z = f · mean of
+    the posterior; the mean, not a sample, so that encoding is deterministic).
+
+    Args:
+        vae: an ``AutoencoderKL`` (``encode(x).latent_dist.mean``, ``decode(z).sample``).
+        scaling_factor: overrides ``vae.config.scaling_factor``.
+        batch_size: images or latents per VAE call (decoding a long path in one
+            call can exhaust memory).
+    """
+
+    def __init__(self, vae, scaling_factor: float | None = None, batch_size: int = 16):
+        if scaling_factor is None:
+            scaling_factor = getattr(getattr(vae, "config", None), "scaling_factor", None)
+        if scaling_factor is None or not (math.isfinite(float(scaling_factor)) and float(scaling_factor) > 0):
+            raise ValueError(f"scaling_factor must be a finite number > 0 (or vae.config.scaling_factor), got {scaling_factor!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.vae, self.scaling_factor, self.batch_size = vae, float(scaling_factor), batch_size
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (..., C, H, W) → latents (..., c, h, w)."""
+        return self._map(images, lambda x: self.vae.encode(x).latent_dist.mean * self.scaling_factor)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (..., c, h, w) → images (..., C, H, W), for example ``decode(path.points)``."""
+        return self._map(latents, lambda z: self.vae.decode(z / self.scaling_factor).sample)
+
+    def _map(self, x: torch.Tensor, fn) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 3:
+            raise ValueError(f"expected a floating-point tensor (..., C, H, W), got {getattr(x, 'shape', type(x))}")
+        lead = x.shape[:-3]
+        flat = x.reshape(-1, *x.shape[-3:])
+        dtype = network_dtype(self.vae, x.dtype)
+        with torch.no_grad():
+            out = torch.cat([fn(chunk.to(dtype)) for chunk in flat.split(self.batch_size)]) if flat.shape[0] else None
+        if out is None:
+            raise ValueError("expected at least one image or latent")
+        return out.to(x.dtype).reshape(*lead, *out.shape[1:])
