@@ -39,7 +39,9 @@ batched calls: total / pairs). s/pair: wall time (batched calls: total / pairs).
 
 Caches (nothing is downloaded): the digits model and the oracle references are kept in
 $SCOREGEO_BENCH_CACHE (default /tmp/scoregeo-bench-cache); the references are keyed by a hash of
-oracles.py, the model by its training settings.
+every source file of scoregeo (they depend on the collocation solver, the metrics and the shots
+as much as on oracles.py: a cache keyed on oracles.py alone once served references computed by
+an older solver, off by up to 1.6e-7), the model by its training settings.
 """
 
 from __future__ import annotations
@@ -155,12 +157,16 @@ def oracle_problem(d: int, lam: float, n_pairs: int, seed: int = 0) -> Problem:
 
 
 def _cached_references(problem, lam: float, n_pairs: int, seed: int):
-    """oracles.verified_pairs, cached on disk in CACHE under a hash of oracles.py (references take minutes)."""
+    """oracles.verified_pairs, cached on disk in CACHE under a hash of scoregeo's sources (references take minutes)."""
     import hashlib
 
+    import scoregeo
     from scoregeo import oracles
 
-    digest = hashlib.sha1(Path(oracles.__file__).read_bytes()).hexdigest()[:12]
+    sources = hashlib.sha1()
+    for file in sorted(Path(scoregeo.__file__).parent.rglob("*.py")):
+        sources.update(file.read_bytes())
+    digest = sources.hexdigest()[:12]
     where = CACHE / f"oracle-refs-{digest}-lam{lam:g}-n{n_pairs}-seed{seed}.pt"
     if where.exists():
         try:

@@ -6,7 +6,16 @@
 from .curvature import gaussian_curvature, scalar_curvature
 from .densities import Gaussian, GaussianMixture
 from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, log_map, shoot
-from .metrics import Euclidean, FisherRaoMetric, MatrixMetric, Metric, ScoreMetric
+from .metrics import (
+    ConformalMetric,
+    Euclidean,
+    FisherRaoMetric,
+    InverseScoreMetric,
+    MatrixMetric,
+    Metric,
+    ScoreJacobianMetric,
+    ScoreMetric,
+)
 from .scores import (
     CheckpointError,
     DenoiserScore,
@@ -36,6 +45,9 @@ __all__ = [
     "Euclidean",
     "MatrixMetric",
     "ScoreMetric",
+    "InverseScoreMetric",
+    "ConformalMetric",
+    "ScoreJacobianMetric",
     "FisherRaoMetric",
     "Path",
     "shoot",
