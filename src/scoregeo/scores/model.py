@@ -29,6 +29,7 @@ from .sources import ModelScore
 
 if TYPE_CHECKING:
     from ..sampling import SampleInfo
+    from .likelihood import FlowLogProb
 
 NOISE_FREE_METHODS = ("exact", "sliced", "sliced_vr")
 NOISE_CONDITIONAL_METHODS = ("dsm", "ncsn", "ve", "vp")
@@ -186,6 +187,35 @@ class ScoreModel:
         :class:`~scoregeo.scores.sources.ModelScore`).
         """
         return ModelScore(self, sigma)
+
+    def log_prob(self, x: torch.Tensor, sigma: float, **kwargs) -> "FlowLogProb":
+        """log p_σ(x) of the model by the probability-flow ODE (:func:`~scoregeo.scores.likelihood.flow_log_prob`).
+
+        For models of the σ-perturbed law p * N(0, σ²I) ("dsm", "ncsn", "ve"):
+        the flow runs from σ to the largest trained level, where the prior is
+        N(0, (σ_max² + v) I), v the training data's mean per-coordinate variance
+        (or give ``prior_log_prob``). Keyword arguments (``divergence``,
+        ``n_probes``, ``generator``, ``rtol``, ``atol``, ``sigma_max``,
+        ``prior_log_prob``) go to ``flow_log_prob``. x is (..., *data_shape).
+        """
+        from .likelihood import flow_log_prob
+
+        if self.method not in ("dsm", "ncsn", "ve"):
+            raise ValueError(f"log_prob needs a model of the σ-perturbed data law (dsm, ncsn, ve), not {self.method!r}")
+        events = ModelScore(self, sigma).as_events(x)
+        flat = events.reshape(events.shape[0], -1)
+        variance = float(self.data_std.pow(2).mean()) if self.data_std is not None else 0.0
+        kwargs.setdefault("sigma_max", self.sigma_range[1])
+        kwargs.setdefault("data_variance", variance)
+
+        def score(points: torch.Tensor, level: float) -> torch.Tensor:
+            return self._score_events(points.reshape(-1, *self.data_shape), level).reshape(points.shape)
+
+        result = flow_log_prob(score, flat, sigma, **kwargs)
+        lead = x.shape[: x.ndim - len(self.data_shape)] if ModelScore(self, sigma).is_shaped(x) else x.shape[:-1]
+        result.log_prob, result.stderr = result.log_prob.reshape(lead), result.stderr.reshape(lead)
+        result.prior_log_prob = result.prior_log_prob.reshape(lead)
+        return result
 
     def _require_sigma(self, sigma) -> None:
         if sigma is None:
