@@ -5,7 +5,7 @@
 
 from .curvature import gaussian_curvature, scalar_curvature
 from .densities import Gaussian, GaussianMixture
-from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, log_map, shoot
+from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, lerp, log_map, shoot, slerp
 from .metrics import (
     ConformalMetric,
     Euclidean,
@@ -57,6 +57,8 @@ __all__ = [
     "log_map",
     "curve_length",
     "curve_energy",
+    "lerp",
+    "slerp",
     "scalar_curvature",
     "gaussian_curvature",
     "fisher_rao",

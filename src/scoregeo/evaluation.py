@@ -195,3 +195,20 @@ def _check_sample_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
     return x, y.to(x)
+
+
+def path_log_prob(log_prob: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor) -> dict[str, torch.Tensor]:
+    """log p along curves (..., n, d): the values (..., n), their minimum and their mean per unit Euclidean length (...).
+
+    ``log_prob`` maps (..., d) to (...) (an analytic log-density, or a model's
+    ``log_prob`` by the probability-flow ODE); the mean weights each segment's
+    midpoint value by the segment's Euclidean length (midpoint rule), so it
+    does not depend on how the curve is parametrised.
+    """
+    if not isinstance(points, torch.Tensor) or points.ndim < 2 or points.shape[-2] < 2:
+        raise ValueError(f"points must have shape (..., n, d) with n >= 2, got {getattr(points, 'shape', type(points))}")
+    values = log_prob(points)
+    mids = log_prob(0.5 * (points[..., 1:, :] + points[..., :-1, :]))
+    steps = (points[..., 1:, :] - points[..., :-1, :]).norm(dim=-1)
+    mean = (mids * steps).sum(-1) / steps.sum(-1).clamp_min(torch.finfo(points.dtype).tiny)
+    return {"values": values, "minimum": values.amin(-1), "mean": mean}

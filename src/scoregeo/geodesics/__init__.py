@@ -4,6 +4,7 @@ from .bvp import distance, geodesic, log_map
 from .collocation import CollocationSolver
 from .curves import curve_energy, curve_length
 from .energy import EnergySolver
+from .interpolation import lerp, slerp
 from .ivp import exp_map, shoot
 from .multilevel import MultilevelNewton
 from .path import Path
@@ -21,6 +22,8 @@ __all__ = [
     "log_map",
     "curve_length",
     "curve_energy",
+    "lerp",
+    "slerp",
     "BVPSolver",
     "SOLVERS",
     "register",
