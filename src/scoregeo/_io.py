@@ -14,10 +14,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
 
     The rename is atomic on POSIX file systems, so ``path`` holds either its old
     content or the complete new one; on any error the temporary file is removed.
+    The file gets the permissions a plain ``open(path, "w")`` would give it
+    (0666 minus the umask; ``mkstemp`` alone would leave 0600).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             write(fh)
             fh.flush()
@@ -27,3 +30,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -87,8 +87,8 @@ DEMO = Command(
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
-    parser.add_argument("--threads", type=_positive_int, default=2, metavar="N",
-                        help="torch intra-op CPU threads (default: %(default)s)")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="torch intra-op CPU threads (default: torch's own choice)")
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -242,15 +242,34 @@ def _guarded(name: str, args: argparse.Namespace, work: Callable[[], dict]) -> d
 
     from .scores.checkpoint import CheckpointError
 
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         return work()
+    except KeyboardInterrupt:
+        print(f"\nscoregeo {name}: interrupted" + _resume_hint(name, args), file=sys.stderr)
+        return 130
     except (ValueError, CheckpointError, FileNotFoundError) as err:
         print(f"scoregeo {name}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"scoregeo {name}: error: cannot write output: {err}", file=sys.stderr)
         return 1
+
+
+def _resume_hint(name: str, args: argparse.Namespace) -> str:
+    """For an interrupted ``train``: where the last checkpoint is and the command that continues the run."""
+    if name != "train":
+        return ""
+    from pathlib import Path
+
+    from .scores.checkpoint import STATE_FILE
+
+    if not (Path(args.out) / STATE_FILE).is_file():
+        return f" before the first checkpoint (every {args.checkpoint_every} steps): nothing was saved in {args.out}"
+    command = " ".join(a for a in sys.argv[1:] if a != "--resume")
+    return (f"; the last checkpoint (saved every {args.checkpoint_every} steps) is in {args.out}. "
+            f"Continue the run with:\n  scoregeo {command} --resume")
 
 
 COMMANDS: tuple[Command, ...] = (DEMO, TRAIN, SAMPLE, GEODESIC)

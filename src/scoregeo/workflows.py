@@ -134,7 +134,8 @@ def _samples_figure(samples: torch.Tensor, data: torch.Tensor | None, model: Sco
         if data is not None:
             plotting.samples(ax, data[:5000], color="0.6", label="data")
         plotting.samples(ax, finite, color="C3", label=f"samples ({model.method})")
-        ax.set_aspect("equal")
+        ax.set(aspect="equal", xlabel="x₁", ylabel="x₂",
+               title=f"{finite.shape[0]} samples of the {model.method} model" + (" over the data" if data is not None else ""))
         ax.legend(loc="upper right", markerscale=4)
         return fig
     images = finite.reshape(finite.shape[0], *model.data_shape) if len(model.data_shape) == 3 else (
@@ -150,6 +151,7 @@ def _samples_figure(samples: torch.Tensor, data: torch.Tensor | None, model: Sco
         image = images[i].permute(1, 2, 0).numpy()
         ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image.clip(-1, 1) * 0.5 + 0.5, cmap="gray")
         ax.set_axis_off()
+    fig.suptitle(f"{count} samples of the {model.method} model ({'×'.join(map(str, images.shape[1:]))})")
     return fig
 
 

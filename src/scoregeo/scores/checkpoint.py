@@ -58,9 +58,13 @@ def read_tensors(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
             f"{path}: checksum does not match {CONFIG_FILE} (the file is truncated, corrupt, or from another run)"
         )
     try:
-        return load_safetensors(payload)
+        tensors = load_safetensors(payload)
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf (a diverged run was saved)")
+    return tensors
 
 
 def write_config(directory: Path, config: dict[str, Any]) -> None:

@@ -45,6 +45,31 @@ def sde_of(method: str, noise: dict[str, Any]) -> SDE | None:
     return None
 
 
+_NOISE_KEYS = {"dsm": ("sigma_min", "sigma_max"), "ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max")}
+
+
+def check_noise(method: str, noise: dict[str, Any]) -> dict[str, Any]:
+    """The noise model of ``method`` with its parameters checked: finite, > 0, ordered (see ``ScoreModel``)."""
+    if not isinstance(noise, dict):
+        raise ValueError(f"noise must be a dict, got {type(noise).__name__}")
+    noise = dict(noise)
+    if method in _NOISE_KEYS:
+        low_key, high_key = _NOISE_KEYS[method]
+        for key in (low_key, high_key):
+            value = noise.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"noise[{key!r}] of a {method!r} model must be a finite number > 0, got {value!r}")
+        if not noise[low_key] < noise[high_key]:
+            raise ValueError(f"noise[{low_key!r}] must be below noise[{high_key!r}], got {noise[low_key]!r} and {noise[high_key]!r}")
+    elif method == "ncsn":
+        sigmas = noise.get("sigmas")
+        if (not isinstance(sigmas, (list, tuple)) or not sigmas
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in sigmas)
+                or any(a <= b for a, b in zip(sigmas, sigmas[1:]))):
+            raise ValueError(f"noise['sigmas'] of an 'ncsn' model must be a decreasing list of finite numbers > 0, got {sigmas!r}")
+    return noise
+
+
 class ScoreModel:
     """A score network s_θ(x, σ) with the noise model it was trained under.
 
@@ -91,10 +116,10 @@ class ScoreModel:
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.noise = check_noise(method, noise)
         self.network = network.eval().requires_grad_(False)
         self.method = method
         self.parameterization = check_parameterization(parameterization)
-        self.noise = dict(noise)
         self.data_shape = tuple(int(n) for n in data_shape)
         self.data_mean = data_mean
         self.data_std = data_std

@@ -14,7 +14,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from .._checks import check_positive_int
-from .checkpoint import STATE_FILE, CheckpointError, load_state_into, read_config, read_tensors, write_tensors
+from .checkpoint import CONFIG_FILE, STATE_FILE, CheckpointError, load_state_into, read_config, read_tensors, write_tensors
 from .model import METHODS, NOISE_FREE_METHODS, ScoreModel, sde_of
 from .networks import NoiseConditionalMLP, UNet
 from .objectives import (
@@ -139,6 +139,9 @@ def train_score(
     out = None if out is None else Path(out)
     if resume and out is not None and (out / STATE_FILE).is_file():
         start, history = _restore(out, as_model(ema.module).config(), net, ema, optimizer, generator, training)
+    elif not resume and out is not None and any((out / name).exists() for name in (STATE_FILE, CONFIG_FILE)):
+        raise ValueError(f"{out} already holds a trained model or checkpoint: pass resume=True (CLI: --resume) "
+                         "to continue that run, or choose another directory (nothing was overwritten)")
     elif resume:
         warnings.warn(f"resume=True but {out} holds no checkpoint: starting a new run", stacklevel=2)
 
