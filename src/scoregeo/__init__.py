@@ -5,7 +5,7 @@
 
 from .curvature import gaussian_curvature, scalar_curvature
 from .densities import Gaussian, GaussianMixture
-from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, lerp, log_map, shoot, slerp
+from .geodesics import Path, curve_energy, curve_length, distance, exp_map, geodesic, lerp, log_map, pairwise_distances, shoot, slerp
 from .metrics import (
     ConformalMetric,
     Euclidean,
@@ -54,6 +54,7 @@ __all__ = [
     "exp_map",
     "geodesic",
     "distance",
+    "pairwise_distances",
     "log_map",
     "curve_length",
     "curve_energy",

@@ -7,6 +7,7 @@ from .energy import EnergySolver
 from .interpolation import lerp, slerp
 from .ivp import exp_map, shoot
 from .multilevel import MultilevelNewton
+from .pairwise import pairwise_distances
 from .path import Path
 from .shooting import ShootingSolver
 from .shortest import Shortest
@@ -19,6 +20,7 @@ __all__ = [
     "exp_map",
     "geodesic",
     "distance",
+    "pairwise_distances",
     "log_map",
     "curve_length",
     "curve_energy",
