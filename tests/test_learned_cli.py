@@ -140,3 +140,44 @@ def test_learned_log_density_of_an_exact_score_matches_log_p():
                           torch.linspace(-1, 1.5, 400, dtype=torch.float64)], -1)
     change = line_integral(g.score, points)
     torch.testing.assert_close(change, g.log_prob(points) - g.log_prob(points[0]), rtol=0, atol=2e-4)
+
+
+def test_geodesic_end_points_by_data_index_and_npy_file(run_dir, tmp_path):
+    data = sg.datasets.make("moons", 2000, torch.Generator().manual_seed(0)).double()
+    np.save(tmp_path / "end.npy", data[7].numpy())
+    by_index, by_file = tmp_path / "index.json", tmp_path / "file.json"
+    common = ["--sigma", "0.5", "--no-progress", "--threads", "1", "--n-points", "16"]
+    assert main(["geodesic", "--model", str(run_dir), "--from-index", "3", "--to-index", "7", "--json", str(by_index),
+                 *common]) == 0
+    assert main(["geodesic", "--model", str(run_dir), f"--from={data[3, 0]},{data[3, 1]}",
+                 "--to-file", str(tmp_path / "end.npy"), "--json", str(by_file), *common]) == 0
+    a, b = json.loads(by_index.read_text()), json.loads(by_file.read_text())
+    assert a["from"] == pytest.approx(data[3].tolist(), rel=1e-6) and a["to"] == pytest.approx(data[7].tolist(), rel=1e-6)
+    assert a["geodesic"]["length"] == pytest.approx(b["geodesic"]["length"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--from-index", "5000", "--to-index", "1"], "--from-index must be in [0, 2000)"),
+        (["--from-file", "{tmp}/missing.npy", "--to-index", "1"], "--from-file must be an existing .npy file"),
+        (["--from-index", "1", "--to-index", "2", "--plot", "{tmp}/strip.jpg"], "--plot must name a .png file"),
+    ],
+)
+def test_geodesic_end_point_errors_exit_2(extra, message, run_dir, tmp_path, capsys):
+    argv = ["geodesic", "--model", str(run_dir), "--sigma", "0.5", "--no-progress", "--threads", "1"]
+    assert main(argv + [a.format(tmp=tmp_path) for a in extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_geodesic_between_digits_writes_an_image_strip(tmp_path, capsys):
+    """Digits (d = 64): end points by training index, and --plot draws rows of 8×8 images."""
+    run = tmp_path / "digits"
+    assert main(["train", "--data", "digits", "--method", "dsm", "--out", str(run), "--steps", "30",
+                 "--no-progress", "--threads", "1", "--sigma-min", "0.1"]) == 0
+    strip = tmp_path / "strip.png"
+    code = main(["geodesic", "--model", str(run), "--sigma", "0.5", "--from-index", "0", "--to-index", "1",
+                 "--lam", "1", "--n-points", "16", "--plot", str(strip), "--no-progress", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert strip.read_bytes().startswith(PNG)
+    assert "converged: True" in capsys.readouterr().out

@@ -181,12 +181,19 @@ def _geodesic_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="a run directory written by 'scoregeo train'")
     parser.add_argument("--sigma", type=_positive_float, default=None,
                         help="noise level of the learned score s(x, σ) (required for noise-conditional models)")
-    parser.add_argument("--from", dest="start", required=True, type=_point, metavar="X,Y", help="start point (write --from=-1,0.5 when the first coordinate is negative)")
-    parser.add_argument("--to", dest="end", required=True, type=_point, metavar="X,Y", help="end point")
+    for end, what in (("from", "start"), ("to", "end")):
+        group = parser.add_mutually_exclusive_group(required=True)
+        group.add_argument(f"--{end}", dest=f"{what}_point", type=_point, metavar="X,Y,…",
+                           help=f"{what} point as coordinates (write --{end}=-1,0.5 when the first is negative)")
+        group.add_argument(f"--{end}-index", dest=f"{what}_index", type=_nonnegative_int, metavar="I",
+                           help=f"{what} point: row I of the run's training data")
+        group.add_argument(f"--{end}-file", dest=f"{what}_file", metavar="NPY", help=f"{what} point: a .npy file")
     parser.add_argument("--lam", type=_nonnegative_float, default=10.0, help="λ of g = αI + λ s sᵀ (default: 10)")
     parser.add_argument("--alpha", type=_positive_float, default=1.0, help="α of g = αI + λ s sᵀ (default: 1)")
     parser.add_argument("--n-points", type=_positive_int, default=64, help="samples along the path (default: 64)")
-    parser.add_argument("--plot", default=None, metavar="PNG", help="draw the geodesic over the learned density")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="2-D models: the geodesic over the learned density; image data: an image strip "
+                        "(straight line, SLERP, geodesic)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
     _common_arguments(parser)
 
@@ -197,8 +204,16 @@ def _geodesic_run(args: argparse.Namespace) -> int:
     from ._io import atomic_write
     from .workflows import geodesic_under_model
 
+    def end(what: str):
+        for kind in ("point", "index", "file"):
+            value = getattr(args, f"{what}_{kind}")
+            if value is not None:
+                return value
+
     def work():
-        report = geodesic_under_model(args.model, args.start, args.end, sigma=args.sigma, lam=args.lam,
+        if args.plot is not None and not args.plot.endswith(".png"):
+            raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
+        report = geodesic_under_model(args.model, end("start"), end("end"), sigma=args.sigma, lam=args.lam,
                                       alpha=args.alpha, n_points=args.n_points, plot=args.plot,
                                       progress=not args.no_progress)
         if args.json:
@@ -294,6 +309,16 @@ def _number(kind: type, lowest: float, inclusive: bool, expected: str) -> Callab
 _positive_int = _number(int, 1, True, "a positive integer")
 _positive_float = _number(float, 0.0, False, "a positive number")
 _nonnegative_float = _number(float, 0.0, True, "a number >= 0")
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def _point(text: str) -> list[float]:

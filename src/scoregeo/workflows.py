@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from . import datasets, plotting
 from ._io import atomic_write
 from .evaluation import sliced_wasserstein
-from .geodesics import curve_length, geodesic
+from .geodesics import curve_length, geodesic, lerp, slerp
 from .metrics import ScoreMetric
 from .scores import ScoreModel, train_score
 from .scores.potential import line_integral
@@ -158,8 +158,8 @@ def _samples_figure(samples: torch.Tensor, data: torch.Tensor | None, model: Sco
 # ----------------------------------------------------------------------------- geodesic
 def geodesic_under_model(
     model_dir: str | Path,
-    start: Sequence[float],
-    end: Sequence[float],
+    start: Sequence[float] | int | str,
+    end: Sequence[float] | int | str,
     sigma: float | None = None,
     lam: float = 10.0,
     alpha: float = 1.0,
@@ -169,25 +169,28 @@ def geodesic_under_model(
 ) -> dict[str, Any]:
     """Boundary-value geodesic of g = αI + λ s sᵀ with the learned score s(·, σ), beside the straight line.
 
-    Reports both curves' Riemannian and Euclidean lengths, the solver's
-    convergence, and the learned log-density change along each (line integral
-    of the score, ``scores.potential.line_integral``). With ``plot`` (2-D only),
-    draws both over the learned log-density and score field.
+    End points: coordinates (a sequence of d numbers), an index into the run's
+    training data (an int), or a .npy file holding one point (a str). Reports
+    both curves' Riemannian and Euclidean lengths, the solver's convergence, and
+    the learned log-density change along each (line integral of the score,
+    ``scores.potential.line_integral``). ``plot``: for 2-D models, both curves
+    over the learned log-density and score field; for image data (8×8 digits,
+    (C, H, W) models), an image strip (rows: straight line, SLERP, geodesic).
+    Everything, ``plot`` included, is checked before the solve.
     """
     model = ScoreModel.load(model_dir, dtype=torch.float64)
-    if len(model.data_shape) != 1:
-        raise ValueError(f"geodesics need vector data, the model's points have shape {model.data_shape}")
-    dim = model.data_shape[0]
-    x0, x1 = (torch.tensor([float(v) for v in p], dtype=torch.float64) for p in (start, end))
-    for name, point in (("from", x0), ("to", x1)):
-        if point.shape != (dim,):
-            raise ValueError(f"--{name} must have {dim} coordinates, got {point.numel()}")
     score = model.score_fn(sigma)
-    metric = ScoreMetric(score, dim, lam=lam, alpha=alpha)
+    dim = score.dim
+    image_shape = _image_shape(model)
+    if plot is not None and dim != 2 and image_shape is None:
+        raise ValueError(f"--plot draws 2-D models and image data only; this model's points have shape {model.data_shape}")
+    data = _run_data(model_dir)
+    x0, x1 = (_end_point(p, name, dim, data) for p, name in ((start, "from"), (end, "to")))
+    metric = ScoreMetric(score, lam=lam, alpha=alpha)
     start_time = time.perf_counter()
     path = geodesic(metric, x0, x1, n_points=n_points, progress=progress)
     seconds = time.perf_counter() - start_time
-    line = x0 + torch.linspace(0, 1, n_points, dtype=torch.float64)[:, None] * (x1 - x0)
+    line = lerp(x0, x1, n_points)
 
     def summary(points: torch.Tensor) -> dict[str, Any]:
         log_p = line_integral(score, points)
@@ -200,11 +203,66 @@ def geodesic_under_model(
               "n_local": None if path.n_local is None else int(path.n_local), "seconds": seconds,
               "geodesic": summary(path.points), "straight_line": summary(line)}
     if plot is not None:
-        if dim != 2:
-            raise ValueError(f"--plot draws 2-D models only, this one has d = {dim}")
-        _save_figure(_geodesic_figure(model_dir, score, path.points, line, report), Path(plot))
+        figure = (_geodesic_figure(model_dir, score, path.points, line, report) if dim == 2
+                  else _strip_figure({"straight line": line, "SLERP": slerp(x0, x1, n_points), "geodesic": path.points},
+                                     image_shape, report))
+        _save_figure(figure, Path(plot))
         report["files"] = [str(plot)]
     return report
+
+
+def _image_shape(model: ScoreModel) -> tuple[int, int, int] | None:
+    """(C, H, W) of the model's points when they are images (an image model, or 64-D vectors: 8×8 digits)."""
+    if len(model.data_shape) == 3:
+        return model.data_shape
+    return (1, 8, 8) if model.data_shape == (64,) else None
+
+
+def _end_point(spec, name: str, dim: int, data: torch.Tensor | None) -> torch.Tensor:
+    """An end point from coordinates, a training-data index or a .npy file; (dim,) float64."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if data is None:
+            raise ValueError(f"--{name}-index needs the run's training data (run.json of 'scoregeo train')")
+        if not -data.shape[0] <= spec < data.shape[0]:
+            raise ValueError(f"--{name}-index must be in [0, {data.shape[0]}), got {spec}")
+        point = data[spec].reshape(-1).double()
+    elif isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if path.suffix != ".npy" or not path.is_file():
+            raise ValueError(f"--{name}-file must be an existing .npy file, got {str(spec)!r}")
+        try:
+            point = torch.from_numpy(np.load(path, allow_pickle=False)).double().reshape(-1)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"--{name}-file {str(spec)!r}: not a readable .npy array ({err})") from None
+    else:
+        point = torch.tensor([float(v) for v in spec], dtype=torch.float64)
+    if point.shape != (dim,):
+        raise ValueError(f"--{name} must have {dim} coordinates, got {point.numel()}")
+    if not bool(torch.isfinite(point).all()):
+        raise ValueError(f"--{name} has NaN or Inf coordinates")
+    return point
+
+
+def _strip_figure(curves: dict[str, torch.Tensor], image_shape: tuple[int, int, int], report) -> Figure:
+    """One row of images per curve, ten samples from start to end."""
+    columns = 10
+    fig = Figure(figsize=(columns * 0.9, len(curves) * 1.0 + 0.6), layout="constrained")
+    axes = fig.subplots(len(curves), columns, squeeze=False)
+    for row, (name, points) in zip(axes, curves.items()):
+        picks = torch.linspace(0, points.shape[0] - 1, columns).round().long()
+        for ax, k in zip(row, picks):
+            image = points[k].reshape(image_shape).permute(1, 2, 0).numpy()
+            # one grey scale for every frame (data in [−1, 1]), so brightness is comparable along a row
+            ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else (image.clip(-1, 1) + 1) / 2, cmap="gray",
+                      vmin=-1 if image.shape[-1] == 1 else None, vmax=1 if image.shape[-1] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(name, fontsize=8)
+    g = report["geodesic"]
+    fig.suptitle(f"λ = {report['lam']:g}, σ = {report['sigma']}: geodesic length {g['length']:.3g}"
+                 + ("" if report["converged"] else " (NOT converged)")
+                 + f", straight line {report['straight_line']['length']:.3g}", fontsize=9)
+    return fig
 
 
 def _geodesic_figure(model_dir, score, points, line, report) -> Figure:
