@@ -181,3 +181,26 @@ def test_geodesic_between_digits_writes_an_image_strip(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert strip.read_bytes().startswith(PNG)
     assert "converged: True" in capsys.readouterr().out
+
+
+def test_distances_writes_a_symmetric_matrix_equal_to_the_library_call(run_dir, tmp_path, capsys):
+    out = tmp_path / "d.npy"
+    assert main(["distances", "--model", str(run_dir), "--sigma", "0.5", "--indices", "0:3", "--out", str(out),
+                 "--lam", "2", "--no-progress", "--threads", "1"]) == 0
+    D = torch.from_numpy(np.load(out))
+    assert D.shape == (3, 3) and bool((D == D.T).all()) and bool((D.diagonal() == 0).all())
+    data = sg.datasets.make("moons", 2000, torch.Generator().manual_seed(0)).double()
+    model = sg.ScoreModel.load(run_dir, dtype=torch.float64)
+    expected = sg.pairwise_distances(sg.ScoreMetric(model.score_fn(0.5), lam=2.0), data[:3], progress=False)
+    torch.testing.assert_close(D, expected, rtol=1e-9, atol=1e-12)
+    assert "3×3 distances (3 pairs)" in capsys.readouterr().out
+    np.save(tmp_path / "pts.npy", data[:2].numpy())
+    assert main(["distances", "--model", str(run_dir), "--sigma", "0.5", "--points", str(tmp_path / "pts.npy"),
+                 "--out", str(tmp_path / "e.npy"), "--lam", "2", "--no-progress", "--threads", "1"]) == 0
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "e.npy")), D[:2, :2], rtol=1e-9, atol=1e-12)
+    assert main(["distances", "--model", str(run_dir), "--sigma", "0.5", "--indices", "1998:2010", "--lam", "2",
+                 "--out", str(tmp_path / "f.npy"), "--no-progress"]) == 0  # a slice is clipped like Python's
+    assert np.load(tmp_path / "f.npy").shape == (2, 2)
+    assert main(["distances", "--model", str(run_dir), "--sigma", "0.5", "--indices", "3,9999",
+                 "--out", str(tmp_path / "g.npy"), "--no-progress"]) == 2
+    assert "--indices must select rows in [0, 2000)" in capsys.readouterr().err

@@ -4,6 +4,7 @@
     scoregeo train --data moons --method dsm --out runs/moons [--steps N ...]
     scoregeo sample --model runs/moons [--n N] [--sampler annealed|pc|ode|langevin]
     scoregeo geodesic --model runs/moons --sigma 0.1 --from X,Y --to X,Y [--lam 10] [--plot path.png]
+    scoregeo distances --model runs/digits --sigma 0.3 --indices 0:50 --out distances.npy
 
 Each subcommand is a small :class:`Command` (its arguments and a ``run``
 function returning the exit code) registered in ``COMMANDS``; the work lives in
@@ -251,6 +252,49 @@ GEODESIC = Command(
 )
 
 
+def _distances_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="a run directory written by 'scoregeo train'")
+    parser.add_argument("--sigma", type=_positive_float, default=None,
+                        help="noise level of the learned score s(x, σ) (required for noise-conditional models)")
+    points = parser.add_mutually_exclusive_group(required=True)
+    points.add_argument("--indices", metavar="A:B|I,J,…", help="rows of the run's training data, e.g. 0:50 or 3,7,9")
+    points.add_argument("--points", metavar="NPY", help="a .npy file holding an (n, d) array of points")
+    parser.add_argument("--out", required=True, metavar="NPY", help="where to write the (n, n) distance matrix")
+    parser.add_argument("--lam", type=_nonnegative_float, default=10.0, help="λ of g = αI + λ s sᵀ (default: 10)")
+    parser.add_argument("--alpha", type=_positive_float, default=1.0, help="α of g = αI + λ s sᵀ (default: 1)")
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="pairs per solve (default: 64)")
+    _common_arguments(parser)
+
+
+def _distances_run(args: argparse.Namespace) -> int:
+    from .workflows import distances_under_model
+
+    def work():
+        if not args.out.endswith(".npy"):
+            raise ValueError(f"--out must name a .npy file, got {args.out!r}")
+        return distances_under_model(args.model, args.out, indices=args.indices, points=args.points,
+                                     sigma=args.sigma, lam=args.lam, alpha=args.alpha, batch_size=args.batch_size,
+                                     progress=not args.no_progress)
+
+    report = _guarded("distances", args, work)
+    if isinstance(report, int):
+        return report
+    print(f"{report['n']}×{report['n']} distances ({report['pairs']} pairs) in {report['seconds']:.1f} s; "
+          f"wrote {report['files'][0]}")
+    return 0
+
+
+DISTANCES = Command(
+    name="distances",
+    help="a matrix of geodesic distances between data points under a learned score metric",
+    description=("Geodesic distances of g(x) = αI + λ s(x, σ) s(x, σ)ᵀ between rows of the run's training data "
+                 "(--indices) or of a .npy file (--points); writes the symmetric (n, n) matrix as .npy. Solver "
+                 "warnings name the pairs that did not converge."),
+    add_arguments=_distances_arguments,
+    run=_distances_run,
+)
+
+
 def _guarded(name: str, args: argparse.Namespace, work: Callable[[], dict]) -> dict | int:
     """Run ``work`` with the requested threads; turn input errors into exit code 2 and write errors into 1."""
     import torch
@@ -287,7 +331,7 @@ def _resume_hint(name: str, args: argparse.Namespace) -> str:
             f"Continue the run with:\n  scoregeo {command} --resume")
 
 
-COMMANDS: tuple[Command, ...] = (DEMO, TRAIN, SAMPLE, GEODESIC)
+COMMANDS: tuple[Command, ...] = (DEMO, TRAIN, SAMPLE, GEODESIC, DISTANCES)
 
 
 # ----------------------------------------------------------------------------- main

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from . import datasets, plotting
 from ._io import atomic_write
 from .evaluation import sliced_wasserstein
-from .geodesics import curve_length, geodesic, lerp, slerp
+from .geodesics import curve_length, geodesic, lerp, pairwise_distances, slerp
 from .metrics import ScoreMetric
 from .scores import ScoreModel, train_score
 from .scores.potential import line_integral
@@ -290,3 +290,70 @@ def _geodesic_figure(model_dir, score, points, line, report) -> Figure:
     ax.set_title(f"score metric αI + λ s sᵀ, λ = {report['lam']:g}, σ = {report['sigma']}")
     ax.legend(loc="lower left", fontsize=8)
     return fig
+
+
+# ----------------------------------------------------------------------------- distances
+def distances_under_model(
+    model_dir: str | Path,
+    out: str | Path,
+    indices: str | None = None,
+    points: str | Path | None = None,
+    sigma: float | None = None,
+    lam: float = 10.0,
+    alpha: float = 1.0,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Geodesic distance matrix of g = αI + λ s sᵀ (learned score at σ) between data rows or a .npy file's points.
+
+    ``indices``: "A:B" or "I,J,…" rows of the run's training data; ``points``: a
+    .npy (n, d) array. Writes the (n, n) matrix to ``out`` (.npy, atomically).
+    """
+    model = ScoreModel.load(model_dir, dtype=torch.float64)
+    score = model.score_fn(sigma)
+    if points is not None:
+        X = _end_point_array(points, score.dim)
+    else:
+        data = _run_data(model_dir)
+        if data is None:
+            raise ValueError("--indices needs the run's training data (run.json of 'scoregeo train')")
+        X = data.reshape(data.shape[0], -1)[_parse_indices(indices, data.shape[0])].double()
+    if X.shape[0] < 2:
+        raise ValueError(f"need at least 2 points, got {X.shape[0]}")
+    metric = ScoreMetric(score, lam=lam, alpha=alpha)
+    start = time.perf_counter()
+    D = pairwise_distances(metric, X, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    atomic_write(out, lambda fh: np.save(fh, D.numpy()), binary=True)
+    n = X.shape[0]
+    return {"model": str(model_dir), "n": n, "pairs": n * (n - 1) // 2, "seconds": seconds, "files": [str(out)]}
+
+
+def _parse_indices(text: str, count: int) -> list[int]:
+    """"A:B" (Python slice) or "I,J,…" into row numbers in [0, count)."""
+    try:
+        if ":" in text:
+            low, _, high = text.partition(":")
+            rows = list(range(count))[slice(int(low) if low else None, int(high) if high else None)]
+        else:
+            rows = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--indices must be A:B or I,J,…, got {text!r}") from None
+    bad = [i for i in rows if not 0 <= i < count]
+    if bad or not rows:
+        raise ValueError(f"--indices must select rows in [0, {count}), got {text!r}")
+    return rows
+
+
+def _end_point_array(spec: str | Path, dim: int) -> torch.Tensor:
+    path = Path(spec)
+    if path.suffix != ".npy" or not path.is_file():
+        raise ValueError(f"--points must be an existing .npy file, got {str(spec)!r}")
+    try:
+        array = torch.from_numpy(np.load(path, allow_pickle=False)).double()
+    except (ValueError, OSError) as err:
+        raise ValueError(f"--points {str(spec)!r}: not a readable .npy array ({err})") from None
+    array = array.reshape(array.shape[0], -1) if array.ndim >= 2 else array
+    if array.ndim != 2 or array.shape[1] != dim or not bool(torch.isfinite(array).all()):
+        raise ValueError(f"--points must hold a finite (n, {dim}) array, got shape {tuple(array.shape)}")
+    return array
