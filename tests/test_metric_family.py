@@ -139,3 +139,27 @@ def test_bad_parameters_and_points_outside_the_domain_are_refused():
     assert float(mixture.log_prob(mode)) > -10
     with pytest.raises(ValueError, match="x0 = .* is outside the domain of the conformal metric"):
         sg.geodesic(metric, mode, mode + 5.0)
+
+
+def test_conformal_metric_from_a_score_alone():
+    """log p from the score's line integral: the same metric as from log p, up to the constant log p(r)."""
+    mixture = _mixture(2)
+    reference = torch.tensor([0.3, -0.2], dtype=F64)
+    x0, x1 = torch.tensor([-1.0, 0.8], dtype=F64), torch.tensor([1.4, 0.5], dtype=F64)
+    log_p_ref = float(mixture.log_prob(reference))
+    energy_direct = sg.ConformalMetric(mixture.log_prob, 2, form="energy", alpha=1.0, beta=8.0)
+    energy_score = sg.ConformalMetric.from_score(mixture.score, 2, reference, log_p_reference=log_p_ref,
+                                                 form="energy", alpha=1.0, beta=8.0)
+    points = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    torch.testing.assert_close(energy_score.factor(points), energy_direct.factor(points), rtol=1e-10, atol=0)
+    v = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    torch.testing.assert_close(energy_score.acceleration(points, v), energy_direct.acceleration(points, v),
+                               rtol=1e-9, atol=1e-12)
+    # the power form without log p(r): every length scales by p(r)^(β/2)
+    beta = 0.8
+    power_direct = sg.ConformalMetric(mixture.log_prob, 2, form="power", beta=beta)
+    power_score = sg.ConformalMetric.from_score(mixture.score, 2, reference, form="power", beta=beta)
+    ratio = sg.distance(power_score, x0, x1, solver="collocation") / sg.distance(power_direct, x0, x1, solver="collocation")
+    assert float(ratio) == pytest.approx(math.exp(0.5 * beta * log_p_ref), rel=1e-8)
+    with pytest.raises(ValueError, match="reference must be a finite tensor of shape \\(2,\\)"):
+        sg.ConformalMetric.from_score(mixture.score, 2, torch.zeros(3, dtype=F64))
