@@ -6,6 +6,7 @@ from .curves import curve_energy, curve_length
 from .energy import EnergySolver
 from .interpolation import lerp, slerp
 from .ivp import exp_map, shoot
+from .likely import LikelyCurve, likely_curve
 from .multilevel import MultilevelNewton
 from .pairwise import pairwise_distances
 from .path import Path
@@ -25,6 +26,8 @@ __all__ = [
     "curve_length",
     "curve_energy",
     "lerp",
+    "likely_curve",
+    "LikelyCurve",
     "slerp",
     "BVPSolver",
     "SOLVERS",

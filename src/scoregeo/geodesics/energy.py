@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -30,8 +31,12 @@ def minimize_energy(
     init: torch.Tensor,
     gtol: float | None = None,
     max_iter: int = 2000,
+    potential: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EnergyResult:
     """Minimise the discrete energy over the interior points of curves (B, n, d).
+
+    ``potential`` (curves (B, n, d) → (B,)), if given, is added to the energy:
+    the minimiser is then a curve of least action rather than a geodesic.
 
     End points stay fixed. All curves are optimised together by L-BFGS with a
     strong-Wolfe line search on the summed energy (the curves are independent,
@@ -55,16 +60,20 @@ def minimize_energy(
     def curves() -> torch.Tensor:
         return torch.cat([ends[0], interior, ends[1]], dim=1)
 
+    def objective(points: torch.Tensor) -> torch.Tensor:
+        energy = discrete_energy(metric, points)
+        return energy if potential is None else energy + potential(points)
+
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        total = discrete_energy(metric, curves()).sum()
+        total = objective(curves()).sum()
         total.backward()
         return total
 
     def relative_gradient() -> torch.Tensor:
         """max |∂E/∂x_i| / (E / (n − 1)) per curve: invariant to the scale of the metric."""
         with torch.enable_grad():
-            energy = discrete_energy(metric, curves())
+            energy = objective(curves())
             (grad,) = torch.autograd.grad(energy.sum(), interior)
         scale = energy.detach().abs() / (init.shape[1] - 1) + torch.finfo(init.dtype).tiny
         return grad.abs().amax(dim=(1, 2)) / scale
@@ -77,7 +86,7 @@ def minimize_energy(
             optimizer.step(closure)
         iterations += chunk
         with torch.no_grad():
-            previous, energy = energy, float(discrete_energy(metric, curves()).sum())
+            previous, energy = energy, float(objective(curves()).sum())
         rel = relative_gradient()
         if not bool(torch.isfinite(rel).all()) or not energy < previous:
             break  # diverged, or a whole chunk of L-BFGS no longer lowers the energy: report what we have
