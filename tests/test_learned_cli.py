@@ -204,3 +204,40 @@ def test_distances_writes_a_symmetric_matrix_equal_to_the_library_call(run_dir, 
     assert main(["distances", "--model", str(run_dir), "--sigma", "0.5", "--indices", "3,9999",
                  "--out", str(tmp_path / "g.npy"), "--no-progress"]) == 2
     assert "--indices must select rows in [0, 2000)" in capsys.readouterr().err
+
+
+def test_geodesic_and_distances_with_a_local_diffusers_pipeline(tmp_path, capsys):
+    """A tiny random UNet2DModel and its scheduler saved as a pipeline directory (nothing downloaded)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=4, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4)
+    pipe = tmp_path / "pipe"
+    unet.save_pretrained(pipe / "unet")
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(pipe / "scheduler")
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline",
+                                                       "unet": ["diffusers", "UNet2DModel"],
+                                                       "scheduler": ["diffusers", "DDPMScheduler"]}))
+    gen = torch.Generator().manual_seed(1)
+    points = torch.randn(3, 1, 4, 4, generator=gen, dtype=torch.float64)
+    for i in range(3):
+        np.save(tmp_path / f"p{i}.npy", points[i].numpy())
+    np.save(tmp_path / "points.npy", points.numpy())
+    report, strip = tmp_path / "r.json", tmp_path / "strip.png"
+    common = ["--model", str(pipe), "--timestep", "600", "--lam", "1", "--no-progress", "--threads", "1"]
+    assert main(["geodesic", *common, "--from-file", str(tmp_path / "p0.npy"), "--to-file", str(tmp_path / "p1.npy"),
+                 "--n-points", "16", "--plot", str(strip), "--json", str(report)]) == 0, capsys.readouterr().err
+    assert strip.read_bytes().startswith(PNG)
+    result = json.loads(report.read_text())
+    assert result["converged"] and result["geodesic"]["length"] <= result["straight_line"]["length"] * (1 + 1e-9)
+    assert main(["distances", *common, "--points", str(tmp_path / "points.npy"), "--out", str(tmp_path / "d.npy")]) == 0
+    from scoregeo.scores.diffusers import load_pipeline_score
+
+    D = torch.from_numpy(np.load(tmp_path / "d.npy"))
+    metric = sg.ScoreMetric(load_pipeline_score(pipe, 600), lam=1.0)
+    torch.testing.assert_close(D, sg.pairwise_distances(metric, points, progress=False), rtol=1e-9, atol=1e-12)
+    assert main(["geodesic", "--model", str(pipe), "--from-file", str(tmp_path / "p0.npy"),
+                 "--to-file", str(tmp_path / "p1.npy"), "--no-progress"]) == 2
+    assert "a diffusers model needs --timestep" in capsys.readouterr().err

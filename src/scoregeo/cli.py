@@ -178,10 +178,17 @@ SAMPLE = Command(
 )
 
 
-def _geodesic_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="a run directory written by 'scoregeo train'")
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="a run directory written by 'scoregeo train', or a diffusers pipeline directory")
     parser.add_argument("--sigma", type=_positive_float, default=None,
-                        help="noise level of the learned score s(x, σ) (required for noise-conditional models)")
+                        help="noise level of the learned score s(x, σ) (scoregeo noise-conditional models)")
+    parser.add_argument("--timestep", type=_nonnegative_int, default=None,
+                        help="training timestep of a diffusers model's score")
+
+
+def _geodesic_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_arguments(parser)
     for end, what in (("from", "start"), ("to", "end")):
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument(f"--{end}", dest=f"{what}_point", type=_point, metavar="X,Y,…",
@@ -216,7 +223,7 @@ def _geodesic_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
         report = geodesic_under_model(args.model, end("start"), end("end"), sigma=args.sigma, lam=args.lam,
                                       alpha=args.alpha, n_points=args.n_points, plot=args.plot,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, timestep=args.timestep)
         if args.json:
             atomic_write(args.json, lambda fh: json.dump(report, fh, indent=2), binary=False)
         return report
@@ -253,9 +260,7 @@ GEODESIC = Command(
 
 
 def _distances_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="a run directory written by 'scoregeo train'")
-    parser.add_argument("--sigma", type=_positive_float, default=None,
-                        help="noise level of the learned score s(x, σ) (required for noise-conditional models)")
+    _model_arguments(parser)
     points = parser.add_mutually_exclusive_group(required=True)
     points.add_argument("--indices", metavar="A:B|I,J,…", help="rows of the run's training data, e.g. 0:50 or 3,7,9")
     points.add_argument("--points", metavar="NPY", help="a .npy file holding an (n, d) array of points")
@@ -274,7 +279,7 @@ def _distances_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--out must name a .npy file, got {args.out!r}")
         return distances_under_model(args.model, args.out, indices=args.indices, points=args.points,
                                      sigma=args.sigma, lam=args.lam, alpha=args.alpha, batch_size=args.batch_size,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, timestep=args.timestep)
 
     report = _guarded("distances", args, work)
     if isinstance(report, int):

@@ -166,8 +166,12 @@ def geodesic_under_model(
     n_points: int = 64,
     plot: str | Path | None = None,
     progress: bool = True,
+    timestep: int | None = None,
 ) -> dict[str, Any]:
     """Boundary-value geodesic of g = αI + λ s sᵀ with the learned score s(·, σ), beside the straight line.
+
+    ``model_dir``: a run of ``scoregeo train`` (with ``sigma``), or a diffusers
+    pipeline directory (with ``timestep``; see ``load_pipeline_score``).
 
     End points: coordinates (a sequence of d numbers), an index into the run's
     training data (an int), or a .npy file holding one point (a str). Reports
@@ -178,13 +182,10 @@ def geodesic_under_model(
     (C, H, W) models), an image strip (rows: straight line, SLERP, geodesic).
     Everything, ``plot`` included, is checked before the solve.
     """
-    model = ScoreModel.load(model_dir, dtype=torch.float64)
-    score = model.score_fn(sigma)
+    score, data, image_shape = _score_source(model_dir, sigma, timestep)
     dim = score.dim
-    image_shape = _image_shape(model)
     if plot is not None and dim != 2 and image_shape is None:
-        raise ValueError(f"--plot draws 2-D models and image data only; this model's points have shape {model.data_shape}")
-    data = _run_data(model_dir)
+        raise ValueError(f"--plot draws 2-D models and image data only; this model's points have shape {score.event_shape}")
     x0, x1 = (_end_point(p, name, dim, data) for p, name in ((start, "from"), (end, "to")))
     metric = ScoreMetric(score, lam=lam, alpha=alpha)
     start_time = time.perf_counter()
@@ -198,7 +199,7 @@ def geodesic_under_model(
                 "euclidean_length": float((points.diff(dim=0)).norm(dim=-1).sum()),
                 "log_density_change_min": float(log_p.min()), "log_density_change_end": float(log_p[-1])}
 
-    report = {"model": str(model_dir), "sigma": sigma, "lam": lam, "alpha": alpha, "from": x0.tolist(),
+    report = {"model": str(model_dir), "sigma": sigma, "timestep": timestep, "lam": lam, "alpha": alpha, "from": x0.tolist(),
               "to": x1.tolist(), "converged": bool(path.converged), "residual": float(path.residual),
               "n_local": None if path.n_local is None else int(path.n_local), "seconds": seconds,
               "geodesic": summary(path.points), "straight_line": summary(line)}
@@ -209,6 +210,24 @@ def geodesic_under_model(
         _save_figure(figure, Path(plot))
         report["files"] = [str(plot)]
     return report
+
+
+def _score_source(model_dir, sigma: float | None, timestep: int | None):
+    """(score source, training data or None, image shape or None) of a scoregeo run or a diffusers pipeline."""
+    from .scores.diffusers import load_pipeline_score
+
+    if (Path(model_dir) / "model_index.json").is_file():
+        if timestep is None:
+            raise ValueError("a diffusers model needs --timestep (the training timestep of its score)")
+        if sigma is not None:
+            raise ValueError("--sigma applies to scoregeo models; a diffusers model takes --timestep")
+        source = load_pipeline_score(model_dir, timestep)
+        shape = source.event_shape
+        return source, None, shape if len(shape) == 3 else None
+    if timestep is not None:
+        raise ValueError("--timestep applies to diffusers models; a scoregeo model takes --sigma")
+    model = ScoreModel.load(model_dir, dtype=torch.float64)
+    return model.score_fn(sigma), _run_data(model_dir), _image_shape(model)
 
 
 def _image_shape(model: ScoreModel) -> tuple[int, int, int] | None:
@@ -259,7 +278,8 @@ def _strip_figure(curves: dict[str, torch.Tensor], image_shape: tuple[int, int, 
             ax.set_yticks([])
         row[0].set_ylabel(name, fontsize=8)
     g = report["geodesic"]
-    fig.suptitle(f"λ = {report['lam']:g}, σ = {report['sigma']}: geodesic length {g['length']:.3g}"
+    level = f"σ = {report['sigma']}" if report.get("timestep") is None else f"t = {report['timestep']}"
+    fig.suptitle(f"λ = {report['lam']:g}, {level}: geodesic length {g['length']:.3g}"
                  + ("" if report["converged"] else " (NOT converged)")
                  + f", straight line {report['straight_line']['length']:.3g}", fontsize=9)
     return fig
@@ -303,18 +323,19 @@ def distances_under_model(
     alpha: float = 1.0,
     batch_size: int = 64,
     progress: bool = True,
+    timestep: int | None = None,
 ) -> dict[str, Any]:
     """Geodesic distance matrix of g = αI + λ s sᵀ (learned score at σ) between data rows or a .npy file's points.
+
+    ``model_dir``: a scoregeo run (``sigma``) or a diffusers pipeline directory (``timestep``).
 
     ``indices``: "A:B" or "I,J,…" rows of the run's training data; ``points``: a
     .npy (n, d) array. Writes the (n, n) matrix to ``out`` (.npy, atomically).
     """
-    model = ScoreModel.load(model_dir, dtype=torch.float64)
-    score = model.score_fn(sigma)
+    score, data, _ = _score_source(model_dir, sigma, timestep)
     if points is not None:
         X = _end_point_array(points, score.dim)
     else:
-        data = _run_data(model_dir)
         if data is None:
             raise ValueError("--indices needs the run's training data (run.json of 'scoregeo train')")
         X = data.reshape(data.shape[0], -1)[_parse_indices(indices, data.shape[0])].double()

@@ -213,3 +213,38 @@ class LatentSpace:
         if out is None:
             raise ValueError("expected at least one image or latent")
         return out.to(x.dtype).reshape(*lead, *out.shape[1:])
+
+
+def load_pipeline_score(directory, timestep: int, **options: Any) -> DiffusersScore:
+    """The :class:`DiffusersScore` of a diffusers pipeline directory saved locally (``save_pretrained``).
+
+    The directory holds ``model_index.json`` with ``unet/`` and ``scheduler/``
+    subfolders; their classes are read from their configs and loaded with
+    ``local_files_only=True`` (nothing is downloaded). Needs diffusers
+    installed. ``options`` go to :class:`DiffusersScore`.
+    """
+    import json
+    from pathlib import Path
+
+    root = Path(directory)
+    if not (root / "model_index.json").is_file():
+        raise ValueError(f"{root}: not a diffusers pipeline directory (no model_index.json)")
+    try:
+        import diffusers
+    except ImportError:
+        raise ValueError("a diffusers model directory needs diffusers: pip install 'scoregeo[diffusers]'") from None
+
+    def component(subfolder: str, config_name: str, **kwargs):
+        config = root / subfolder / config_name
+        if not config.is_file():
+            raise ValueError(f"{root}: missing {subfolder}/{config_name}")
+        name = json.loads(config.read_text()).get("_class_name")
+        cls = getattr(diffusers, str(name), None)
+        if cls is None:
+            raise ValueError(f"{config}: unknown diffusers class {name!r}")
+        return cls.from_pretrained(root, subfolder=subfolder, local_files_only=True, **kwargs)
+
+    # low_cpu_mem_usage=False: the default needs `accelerate` and says so on every load without it
+    unet = component("unet", "config.json", low_cpu_mem_usage=False).eval().requires_grad_(False)
+    scheduler = component("scheduler", "scheduler_config.json")
+    return DiffusersScore(unet, scheduler, timestep, **options)
