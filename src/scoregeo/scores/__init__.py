@@ -1,6 +1,7 @@
 """Where Stein scores come from: autograd of a log-density, networks trained by score matching, score sources."""
 
 from .autograd import score_of
+from . import likelihood
 from .checkpoint import CheckpointError
 from .diffusers import DiffusersScore, LatentSpace
 from .model import ScoreModel
@@ -18,4 +19,5 @@ __all__ = [
     "DenoiserScore",
     "DiffusersScore",
     "LatentSpace",
+    "likelihood",
 ]
