@@ -66,7 +66,6 @@ def likely_curve(
         raise ValueError(f"log_prob must be callable, got {type(log_prob).__name__}")
     batch = x0.shape[:-1]
     a, b = x0.reshape(-1, metric.dim), x1.reshape(-1, metric.dim)
-    segments = n_points - 1
 
     def mean_surprisal(points: torch.Tensor) -> torch.Tensor:
         mids = 0.5 * (points[:, 1:] + points[:, :-1])
