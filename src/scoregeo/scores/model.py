@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from .._checks import _is_plain
-
 from .checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
