@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 import scoregeo as sg
 from scoregeo.scores.networks import NoiseConditionalMLP
+from scoregeo.scores.potential import ray_log_density
 
 F64 = torch.float64
 PAIRS = "0-1"  # default class pairs: the first training image of each class (about 7 min per pair, 1 thread)
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
         "inverse score metric": sg.InverseScoreMetric(source, lam=args.lam),
         "conformal p^-1": sg.ConformalMetric.from_score(source, 64, reference, form="power", beta=1.0, n_nodes=16),
     }
-    log_p_line = sg.ConformalMetric.from_score(source, 64, reference, n_nodes=16).log_prob
+    log_p_line = ray_log_density(source, reference, n_nodes=16)
     score_metric = metrics["score metric"]
     print(f"model: {args.model}, σ = {args.sigma}, λ = {args.lam}")
     print(f"{'pair':6s} {'path':22s} {'length (score metric)':>22s} {'seconds':>8s} {'conv.':>6s} "

@@ -163,3 +163,17 @@ def test_conformal_metric_from_a_score_alone():
     assert float(ratio) == pytest.approx(math.exp(0.5 * beta * log_p_ref), rel=1e-8)
     with pytest.raises(ValueError, match="reference must be a finite tensor of shape \\(2,\\)"):
         sg.ConformalMetric.from_score(mixture.score, 2, torch.zeros(3, dtype=F64))
+
+
+def test_ray_log_density_is_the_log_density_difference_for_an_exact_score():
+    from scoregeo.scores.potential import ray_log_density
+
+    mixture = _mixture(3)
+    reference = torch.tensor([0.2, -0.1, 0.4], dtype=F64)
+    log_p = ray_log_density(mixture.score, reference, log_p_reference=float(mixture.log_prob(reference)))
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(5), dtype=F64)
+    torch.testing.assert_close(log_p(x), mixture.log_prob(x), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="reference must be a finite tensor"):
+        ray_log_density(mixture.score, torch.tensor([float("nan"), 0.0, 0.0], dtype=F64))
+    with pytest.raises(ValueError, match="n_nodes"):
+        ray_log_density(mixture.score, reference, n_nodes=0)

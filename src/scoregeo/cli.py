@@ -358,16 +358,7 @@ def _number(kind: type, lowest: float, inclusive: bool, expected: str) -> Callab
 _positive_int = _number(int, 1, True, "a positive integer")
 _positive_float = _number(float, 0.0, False, "a positive number")
 _nonnegative_float = _number(float, 0.0, True, "a number >= 0")
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_nonnegative_int = _number(int, 0, True, "an integer >= 0")
 
 
 def _point(text: str) -> list[float]:

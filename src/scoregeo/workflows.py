@@ -138,10 +138,10 @@ def _samples_figure(samples: torch.Tensor, data: torch.Tensor | None, model: Sco
                title=f"{finite.shape[0]} samples of the {model.method} model" + (" over the data" if data is not None else ""))
         ax.legend(loc="upper right", markerscale=4)
         return fig
-    images = finite.reshape(finite.shape[0], *model.data_shape) if len(model.data_shape) == 3 else (
-        finite.reshape(finite.shape[0], 1, 8, 8) if finite.shape[-1] == 64 else None)
-    if images is None or images.shape[0] == 0:
+    image_shape = _image_shape(model)
+    if image_shape is None or finite.shape[0] == 0:
         return None
+    images = finite.reshape(finite.shape[0], *image_shape)
     count = min(64, images.shape[0])
     cols = 8
     rows = -(-count // cols)
@@ -246,13 +246,7 @@ def _end_point(spec, name: str, dim: int, data: torch.Tensor | None) -> torch.Te
             raise ValueError(f"--{name}-index must be in [0, {data.shape[0]}), got {spec}")
         point = data[spec].reshape(-1).double()
     elif isinstance(spec, (str, Path)):
-        path = Path(spec)
-        if path.suffix != ".npy" or not path.is_file():
-            raise ValueError(f"--{name}-file must be an existing .npy file, got {str(spec)!r}")
-        try:
-            point = torch.from_numpy(np.load(path, allow_pickle=False)).double().reshape(-1)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"--{name}-file {str(spec)!r}: not a readable .npy array ({err})") from None
+        point = _load_npy(spec, f"--{name}-file").reshape(-1)
     else:
         point = torch.tensor([float(v) for v in spec], dtype=torch.float64)
     if point.shape != (dim,):
@@ -366,14 +360,20 @@ def _parse_indices(text: str, count: int) -> list[int]:
     return rows
 
 
-def _end_point_array(spec: str | Path, dim: int) -> torch.Tensor:
+def _load_npy(spec: str | Path, option: str) -> torch.Tensor:
+    """The float64 array of an existing .npy file named by the CLI option ``option`` (no pickles)."""
     path = Path(spec)
     if path.suffix != ".npy" or not path.is_file():
-        raise ValueError(f"--points must be an existing .npy file, got {str(spec)!r}")
+        raise ValueError(f"{option} must be an existing .npy file, got {str(spec)!r}")
     try:
-        array = torch.from_numpy(np.load(path, allow_pickle=False)).double()
+        return torch.from_numpy(np.load(path, allow_pickle=False)).double()
     except (ValueError, OSError) as err:
-        raise ValueError(f"--points {str(spec)!r}: not a readable .npy array ({err})") from None
+        raise ValueError(f"{option} {str(spec)!r}: not a readable .npy array ({err})") from None
+
+
+def _end_point_array(spec: str | Path, dim: int) -> torch.Tensor:
+    """The (n, dim) points of the --points file (images flattened)."""
+    array = _load_npy(spec, "--points")
     array = array.reshape(array.shape[0], -1) if array.ndim >= 2 else array
     if array.ndim != 2 or array.shape[1] != dim or not bool(torch.isfinite(array).all()):
         raise ValueError(f"--points must hold a finite (n, {dim}) array, got shape {tuple(array.shape)}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 from torch.func import grad
 
 from .._checks import check_nonnegative, check_positive
+from ..scores.potential import ray_log_density
 from .base import Metric, OutsideDomainError, describe_point
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
@@ -71,30 +71,16 @@ class ConformalMetric(Metric):
         """A conformal metric from a score field alone: log p by its line integral from a reference point.
 
         f(x) = log p(r) + ∫₀¹ s(r + t (x − r)) · (x − r) dt, by Gauss–Legendre
-        quadrature with ``n_nodes`` nodes (differentiable, so the metric's
-        derivatives are those of this f). For an exact score this is log p up to
+        quadrature with ``n_nodes`` nodes (``scores.potential.ray_log_density``;
+        differentiable, so the metric's derivatives are those of this f). For an exact score this is log p up to
         the unknown log p(r) (``log_p_reference``; it only rescales every length
         by a constant in the "power" form, but shifts h in the "energy" form);
         for a learned field that is not a gradient it is the potential along
         straight rays from r. Keyword arguments: ``form``, ``beta``, ``alpha``.
         """
-        if not callable(score):
-            raise ValueError(f"score must be callable, got {type(score).__name__}")
         if not (isinstance(reference, torch.Tensor) and reference.shape == (dim,) and bool(torch.isfinite(reference).all())):
             raise ValueError(f"reference must be a finite tensor of shape ({dim},)")
-        if isinstance(n_nodes, bool) or not isinstance(n_nodes, int) or n_nodes < 1:
-            raise ValueError(f"n_nodes must be a positive integer, got {n_nodes!r}")
-        nodes, weights = np.polynomial.legendre.leggauss(n_nodes)
-        t = torch.tensor(0.5 * (nodes + 1), dtype=torch.float64)
-        w = torch.tensor(0.5 * weights, dtype=torch.float64)
-
-        def log_prob(x: torch.Tensor) -> torch.Tensor:
-            r = reference.to(x)
-            offset = x - r  # (..., d)
-            rays = r + t.to(x)[:, None] * offset.unsqueeze(-2)  # (..., n, d)
-            slopes = (score(rays) * offset.unsqueeze(-2)).sum(-1)  # (..., n)
-            return log_p_reference + (slopes * w.to(x)).sum(-1)
-
+        log_prob = ray_log_density(score, reference, log_p_reference, n_nodes)
         return cls(log_prob, dim, **kwargs)
 
     # ------------------------------------------------------------------ the conformal factor

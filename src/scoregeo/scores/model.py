@@ -226,7 +226,8 @@ class ScoreModel:
 
         if self.method not in ("dsm", "ncsn", "ve"):
             raise ValueError(f"log_prob needs a model of the σ-perturbed data law (dsm, ncsn, ve), not {self.method!r}")
-        events = ModelScore(self, sigma).as_events(x)
+        source = ModelScore(self, sigma)
+        events = source.as_events(x)
         flat = events.reshape(events.shape[0], -1)
         variance = float(self.data_std.pow(2).mean()) if self.data_std is not None else 0.0
         kwargs.setdefault("sigma_max", self.sigma_range[1])
@@ -236,7 +237,7 @@ class ScoreModel:
             return self._score_events(points.reshape(-1, *self.data_shape), level).reshape(points.shape)
 
         result = flow_log_prob(score, flat, sigma, **kwargs)
-        lead = x.shape[: x.ndim - len(self.data_shape)] if ModelScore(self, sigma).is_shaped(x) else x.shape[:-1]
+        lead = x.shape[: x.ndim - len(self.data_shape)] if source.is_shaped(x) else x.shape[:-1]
         result.log_prob, result.stderr = result.log_prob.reshape(lead), result.stderr.reshape(lead)
         result.prior_log_prob = result.prior_log_prob.reshape(lead)
         return result

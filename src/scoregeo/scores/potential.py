@@ -3,6 +3,8 @@
 A score s = ∇ log p determines log p up to a constant. A learned score is only
 approximately a gradient, so:
 
+* ``ray_log_density`` gives log p(x) − log p(r) as a differentiable function of
+  x, the integral of s along the straight ray from a reference point r;
 * ``line_integral`` gives log p(x_k) − log p(x_0) along a given polyline (exact
   for a gradient field up to the trapezoidal rule's O(h²) error; for a
   non-conservative field it is the path-dependent integral of s·dx);
@@ -39,6 +41,38 @@ def line_integral(score: Callable[[torch.Tensor], torch.Tensor], points: torch.T
     steps = points.diff(dim=-2)
     increments = 0.5 * ((s[..., 1:, :] + s[..., :-1, :]) * steps).sum(-1)
     return torch.cat([increments.new_zeros(increments.shape[:-1] + (1,)), increments.cumsum(-1)], dim=-1)
+
+
+def ray_log_density(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    reference: torch.Tensor,
+    log_p_reference: float = 0.0,
+    n_nodes: int = 32,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """log p(x) from a score alone, as a differentiable callable (..., d) → (...): the integral along rays.
+
+    f(x) = log p(r) + ∫₀¹ s(r + t (x − r)) · (x − r) dt, by Gauss–Legendre
+    quadrature with ``n_nodes`` nodes. For an exact score this is log p, up to
+    the unknown log p(r) (``log_p_reference``); for a learned field that is not a
+    gradient it is the potential along straight rays from the reference r (d,).
+    """
+    if not callable(score):
+        raise ValueError(f"score must be callable, got {type(score).__name__}")
+    if not (isinstance(reference, torch.Tensor) and reference.ndim == 1 and bool(torch.isfinite(reference).all())):
+        raise ValueError(f"reference must be a finite tensor of shape (d,), got {getattr(reference, 'shape', reference)!r}")
+    n_nodes = check_positive_int(n_nodes, "n_nodes")
+    nodes, weights = np.polynomial.legendre.leggauss(n_nodes)
+    t = torch.tensor(0.5 * (nodes + 1), dtype=torch.float64)
+    w = torch.tensor(0.5 * weights, dtype=torch.float64)
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        r = reference.to(x)
+        offset = x - r  # (..., d)
+        rays = r + t.to(x)[:, None] * offset.unsqueeze(-2)  # (..., n, d)
+        slopes = (score(rays) * offset.unsqueeze(-2)).sum(-1)  # (..., n)
+        return log_p_reference + (slopes * w.to(x)).sum(-1)
+
+    return log_prob
 
 
 def grid_log_density(
