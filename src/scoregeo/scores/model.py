@@ -21,58 +21,21 @@ from .checkpoint import (
     write_tensors,
 )
 from .networks import build_network, network_config
-from .objectives import geometric_sigmas
+from .noise import SAMPLERS, NoiseModel, noise_model
 from .parameterization import check_parameterization, output_to_score
-from .sde import SDE, VESDE, VPSDE
+from .sde import SDE
 from .sources import ModelScore
 
 if TYPE_CHECKING:
     from ..sampling import SampleInfo
     from .likelihood import FlowLogProb
 
-NOISE_FREE_METHODS = ("exact", "sliced", "sliced_vr")
-NOISE_CONDITIONAL_METHODS = ("dsm", "ncsn", "ve", "vp")
-METHODS = NOISE_FREE_METHODS + NOISE_CONDITIONAL_METHODS
-
-
-def sde_of(method: str, noise: dict[str, Any]) -> SDE | None:
-    """The forward SDE of a "ve" or "vp" noise model, else None."""
-    if method == "ve":
-        return VESDE(noise["sigma_min"], noise["sigma_max"])
-    if method == "vp":
-        return VPSDE(noise["beta_min"], noise["beta_max"])
-    return None
-
-
-_NOISE_KEYS = {"dsm": ("sigma_min", "sigma_max"), "ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max")}
-
-
-def check_noise(method: str, noise: dict[str, Any]) -> dict[str, Any]:
-    """The noise model of ``method`` with its parameters checked: finite, > 0, ordered (see ``ScoreModel``)."""
-    if not isinstance(noise, dict):
-        raise ValueError(f"noise must be a dict, got {type(noise).__name__}")
-    noise = dict(noise)
-    if method in _NOISE_KEYS:
-        low_key, high_key = _NOISE_KEYS[method]
-        for key in (low_key, high_key):
-            value = noise.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"noise[{key!r}] of a {method!r} model must be a finite number > 0, got {value!r}")
-        if not noise[low_key] < noise[high_key]:
-            raise ValueError(f"noise[{low_key!r}] must be below noise[{high_key!r}], got {noise[low_key]!r} and {noise[high_key]!r}")
-    elif method == "ncsn":
-        sigmas = noise.get("sigmas")
-        if (not isinstance(sigmas, (list, tuple)) or not sigmas
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in sigmas)
-                or any(a <= b for a, b in zip(sigmas, sigmas[1:]))):
-            raise ValueError(f"noise['sigmas'] of an 'ncsn' model must be a decreasing list of finite numbers > 0, got {sigmas!r}")
-    return noise
-
-
 class ScoreModel:
     """A score network s_θ(x, σ) with the noise model it was trained under.
 
-    Methods and their noise model (``noise`` dict):
+    Methods and their noise model (``noise`` dict; the noise model itself, with
+    its σ range, SDE and samplers, is ``noise_model``, see
+    :mod:`scoregeo.scores.noise`):
 
     ========== ===================================== =====================================
     method     trained on                             ``noise``
@@ -113,9 +76,8 @@ class ScoreModel:
         data_mean: torch.Tensor | None = None,
         data_std: torch.Tensor | None = None,
     ):
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.noise = check_noise(method, noise)
+        self.noise_model: NoiseModel = noise_model(method, noise)
+        self.noise = self.noise_model.params
         self.network = network.eval().requires_grad_(False)
         self.method = method
         self.parameterization = check_parameterization(parameterization)
@@ -128,33 +90,21 @@ class ScoreModel:
     @property
     def conditional(self) -> bool:
         """True when the network takes a noise level σ."""
-        return self.method in NOISE_CONDITIONAL_METHODS
+        return self.noise_model.conditional
 
     @property
     def sde(self) -> SDE | None:
         """The forward SDE of a "ve" or "vp" model, else None."""
-        return sde_of(self.method, self.noise)
+        return self.noise_model.sde
 
     @property
     def sigma_range(self) -> tuple[float, float] | None:
         """(smallest, largest) noise level σ the network was trained on; None for noise-free models."""
-        if self.method in ("dsm", "ve"):
-            return self.noise["sigma_min"], self.noise["sigma_max"]
-        if self.method == "ncsn":
-            return min(self.noise["sigmas"]), max(self.noise["sigmas"])
-        if self.method == "vp":
-            sde = self.sde
-            return float(sde.std(torch.tensor(sde.t_min))), float(sde.std(torch.tensor(sde.T)))
-        return None
+        return self.noise_model.sigma_range
 
     def sigmas(self, n_levels: int = 10) -> torch.Tensor:
         """Decreasing noise levels for annealed Langevin: the trained levels ("ncsn"), else a geometric grid."""
-        if self.method == "ncsn":
-            return torch.tensor(self.noise["sigmas"], dtype=self._dtype)
-        if self.sigma_range is None:
-            raise ValueError(f"a {self.method!r} model was trained without noise and has no noise levels")
-        low, high = self.sigma_range
-        return geometric_sigmas(low, high, n_levels).to(self._dtype)
+        return self.noise_model.sigmas(n_levels).to(self._dtype)
 
     # ------------------------------------------------------------------ scores
     @property
@@ -224,7 +174,7 @@ class ScoreModel:
         """
         from .likelihood import flow_log_prob
 
-        if self.method not in ("dsm", "ncsn", "ve"):
+        if not self.noise_model.perturbed_law:
             raise ValueError(f"log_prob needs a model of the σ-perturbed data law (dsm, ncsn, ve), not {self.method!r}")
         source = ModelScore(self, sigma)
         events = source.as_events(x)
@@ -270,13 +220,12 @@ class ScoreModel:
         """
         from ..sampling import annealed_langevin, langevin, pc_sampler, probability_flow
 
-        sampler = sampler or {"dsm": "annealed", "ncsn": "annealed", "ve": "pc", "vp": "pc"}.get(self.method, "langevin")
-        allowed = {"annealed": ("dsm", "ncsn"), "pc": ("ve", "vp"), "ode": ("ve", "vp"), "langevin": METHODS}
-        if sampler not in allowed:
-            raise ValueError(f"sampler must be one of {tuple(allowed)}, got {sampler!r}")
-        if self.method not in allowed[sampler]:
+        sampler = sampler or self.noise_model.default_sampler
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if sampler not in self.noise_model.samplers:
             raise ValueError(f"sampler {sampler!r} does not apply to a {self.method!r} model "
-                             f"(it needs one of {allowed[sampler]})")
+                             f"(its samplers: {self.noise_model.samplers})")
         shape = (n, *self.data_shape)
         dtype = self._dtype
         mean = torch.zeros(self.data_shape, dtype=dtype) if self.data_mean is None else self.data_mean

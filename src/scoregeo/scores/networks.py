@@ -24,15 +24,17 @@ batch of points, and everything composes with ``torch.func`` (jvp, vjp, vmap,
 jacrev, and a VJP of a VJP).
 
 A network is described by ``network_config(net)``, a JSON-serialisable dict
-``{"type": "mlp" | "unet", **constructor kwargs}``; ``build_network(config)``
-rebuilds it, so a checkpoint holds that JSON and the weights (for instance as
-safetensors) and loading runs no pickled code.
+``{"type": "mlp" | "unet" | a registered name, **constructor kwargs}``;
+``build_network(config)`` rebuilds it, so a checkpoint holds that JSON and the
+weights (for instance as safetensors) and loading runs no pickled code. Custom
+network classes join through ``register_network(name, cls)``.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 from typing import Sequence
 
@@ -42,7 +44,7 @@ from torch import nn
 
 from .._checks import _is_plain, check_positive_int
 
-__all__ = ["SinusoidalEmbedding", "NoiseConditionalMLP", "UNet", "network_config", "build_network"]
+__all__ = ["SinusoidalEmbedding", "NoiseConditionalMLP", "UNet", "network_config", "build_network", "register_network"]
 
 # Smooth activations only: the geometry engine differentiates the score twice
 # (Christoffel symbols, curvature), and a piecewise-linear network has zero
@@ -348,12 +350,43 @@ class UNet(nn.Module):
 _NETWORKS: dict[str, type[nn.Module]] = {"mlp": NoiseConditionalMLP, "unet": UNet}
 
 
+def register_network(name: str, cls: type[nn.Module]) -> None:
+    """Make a custom network class savable and loadable by ``ScoreModel`` under ``name``.
+
+    The class must be an ``nn.Module`` called as ``net(x, sigma)`` like the
+    networks of this module, and every instance must carry ``config``: a dict of
+    JSON-serialisable constructor arguments such that ``cls(**config)`` rebuilds
+    it (the checkpoint stores ``{"type": name, **config}`` and the weights; no
+    pickled code). Register the class before ``ScoreModel.load`` of a checkpoint
+    that uses it; registering the same class twice under one name is harmless.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a non-empty identifier-like string, got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"cls must be a subclass of torch.nn.Module, got {cls!r}")
+    if _NETWORKS.get(name, cls) is not cls:
+        raise ValueError(f"network type {name!r} is already registered to {_NETWORKS[name].__qualname__}")
+    _NETWORKS[name] = cls
+
+
 def network_config(net: nn.Module) -> dict:
-    """The JSON-serialisable description ``{"type": ..., **constructor kwargs}`` of a network of this module."""
+    """The JSON-serialisable description ``{"type": ..., **constructor kwargs}`` of a registered network."""
     for kind, cls in _NETWORKS.items():
         if type(net) is cls:
-            return {"type": kind, **copy.deepcopy(net.config)}
-    raise ValueError(f"net must be one of {[c.__name__ for c in _NETWORKS.values()]}, got {type(net).__name__}")
+            config = getattr(net, "config", None)
+            if not isinstance(config, dict) or "type" in config:
+                raise ValueError(f"{cls.__qualname__} instances need a `config` dict of constructor arguments "
+                                 f"(without a 'type' key), got {config!r}")
+            try:
+                json.dumps(config)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{cls.__qualname__}.config must be JSON-serialisable: {err}") from None
+            return {"type": kind, **copy.deepcopy(config)}
+    raise ValueError(
+        f"cannot describe a {type(net).__qualname__} network for a checkpoint: register its class with "
+        f"scoregeo.scores.register_network(name, cls) (registered: {sorted(_NETWORKS)}; instances need a "
+        f"`config` dict of constructor arguments)"
+    )
 
 
 def build_network(config: dict) -> nn.Module:

@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 
 from .._checks import check_positive_int
 from .checkpoint import CONFIG_FILE, STATE_FILE, CheckpointError, load_state_into, read_config, read_tensors, write_tensors
-from .model import METHODS, NOISE_FREE_METHODS, ScoreModel, sde_of
-from .networks import NoiseConditionalMLP, UNet
+from .model import ScoreModel
+from .noise import METHODS, NOISE_FREE_METHODS, noise_model
+from .networks import NoiseConditionalMLP, UNet, network_config
 from .objectives import (
     denoising_score_matching,
     exact_score_matching,
@@ -74,8 +75,9 @@ def train_score(
             behind all minibatches and noise, so a run is reproducible and a
             resumed run continues exactly as an uninterrupted one.
         network: a module f(x, σ) (default: ``NoiseConditionalMLP`` for vectors,
-            ``UNet`` for images; a custom module must provide ``config`` for
-            saving, see ``scores.networks.build_network``).
+            ``UNet`` for images). With ``out``, a custom module's class must be
+            registered (``scores.register_network``) so that checkpoints can
+            describe it; this is checked before the first step.
         parameterization: "score", "epsilon" or "scaled" (default "scaled",
             NCSNv2's s = f/σ, for noise-conditional methods; "score" otherwise).
         sigma_min, sigma_max: noise range of dsm/ncsn/ve; sigma_max defaults to
@@ -118,11 +120,13 @@ def train_score(
         raise ValueError(f"method {method!r} trains an unconditional score: parameterization must be 'score', "
                          f"got {parameterization!r}")
 
-    noise = _noise_model(method, data, sigma_min, sigma_max, n_sigmas, beta_min, beta_max)
+    noise = _noise_params(method, data, sigma_min, sigma_max, n_sigmas, beta_min, beta_max)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = (network if network is not None else _default_network(data, method)).to(data.dtype).train()
 
+    if out is not None:
+        network_config(net)  # a custom network that checkpoints cannot describe fails now, not at the first save
     data_mean, data_std = data.mean(0), data.std(0)
 
     def as_model(module: nn.Module) -> ScoreModel:
@@ -196,7 +200,7 @@ def _default_network(data: torch.Tensor, method: str) -> nn.Module:
     return UNet(in_channels=data.shape[1])
 
 
-def _noise_model(method, data, sigma_min, sigma_max, n_sigmas, beta_min, beta_max) -> dict[str, Any]:
+def _noise_params(method, data, sigma_min, sigma_max, n_sigmas, beta_min, beta_max) -> dict[str, Any]:
     if method in NOISE_FREE_METHODS:
         if sigma_min is not None or sigma_max is not None:
             raise ValueError(f"sigma_min/sigma_max do not apply to method {method!r} (it trains on clean data)")
@@ -240,7 +244,7 @@ def _loss(method: str, net: nn.Module, parameterization: str, noise: dict, n_pro
     if method == "ncsn":
         sigmas = torch.tensor(noise["sigmas"])
         return lambda x, gen: ncsn_loss(conditional_score, x, sigmas.to(x), gen)
-    sde = sde_of(method, noise)
+    sde = noise_model(method, noise).sde
     return lambda x, gen: sde_loss(conditional_score, sde, x, gen)
 
 
