@@ -93,7 +93,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .scores.model import METHODS
+    from .scores.noise import METHODS
 
     parser.add_argument("--data", required=True, metavar="SPEC",
                         help="a 2-D toy (moons, circles, rings, swiss_roll, 8gaussians, pinwheel, checkerboard, "
