@@ -83,6 +83,17 @@ def test_operators_and_acceleration_against_a_dense_reference(name, d):
     torch.testing.assert_close(metric.acceleration(x, v)[1], metric.acceleration(x[1], v[1]))
 
 
+@pytest.mark.parametrize("name", ["jacobian", "jacobian (non-gradient field)"])
+def test_jacobian_metric_by_conjugate_gradient_matches_the_dense_reference(name, monkeypatch):
+    """Above DENSE_SOLVE_MAX_DIM the Jacobian metric solves by conjugate gradient on G v; forced here at d = 3."""
+    monkeypatch.setattr(sg.metrics.pullback, "DENSE_SOLVE_MAX_DIM", 0)
+    metric, G = _metrics(3)[name]
+    gen = torch.Generator().manual_seed(8)
+    x, v = 0.8 * torch.randn(3, generator=gen, dtype=F64), torch.randn(3, generator=gen, dtype=F64)
+    torch.testing.assert_close(metric.solve(x, v), torch.linalg.solve(G(x), v), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(metric.acceleration(x, v), _dense_acceleration(G, x, v), rtol=1e-8, atol=1e-10)
+
+
 def test_one_dimensional_distances_are_integrals_of_the_root_of_g():
     """In d = 1 the geodesic is the segment and its length ∫ √G(x) dx (scipy quadrature)."""
     mixture = _mixture(1)

@@ -6,7 +6,10 @@ import torch
 from torch.func import jvp, vjp
 
 from .._checks import check_nonnegative, check_positive
+from .base import solve_spd
 from .score import ScoreFn, ScoreMetric
+
+DENSE_SOLVE_MAX_DIM = 256
 
 
 class ScoreJacobianMetric(ScoreMetric):
@@ -22,8 +25,8 @@ class ScoreJacobianMetric(ScoreMetric):
     (distances are those of the fixed quadratic form αI + λΣ⁻²).
 
     G v = α v + λ Jᵀ(J v): one JVP and one VJP of the score, no d×d matrix;
-    G⁻¹ b by the base class's conjugate gradient; the geodesic acceleration by
-    the base class's matrix-free −G⁻¹ Γ♭(v, v) (second derivatives of the score).
+    G⁻¹ b by the base class's conjugate gradient; the geodesic acceleration
+    −G⁻¹ λ Jᵀ D²s[v, v] (the pullback form, see ``_acceleration``).
     """
 
     def __init__(self, score: ScoreFn, dim: int | None = None, lam: float = 1.0, alpha: float = 1.0):
@@ -53,13 +56,37 @@ class ScoreJacobianMetric(ScoreMetric):
         return self.alpha * (u * v).sum(-1) + self.lam * (j_u * j_v).sum(-1)
 
     def _solve(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return super(ScoreMetric, self)._solve(x, b)  # conjugate gradient on G v
+        """G⁻¹ b: Cholesky of the dense G for d ≤ ``DENSE_SOLVE_MAX_DIM``, else conjugate gradient on G v.
+
+        G = αI + λJᵀJ is badly conditioned (λ|J|² ≈ λ/σ⁴ for a score at noise
+        level σ), so conjugate gradient needs on the order of d iterations of a
+        JVP and a VJP each, and geodesic solvers differentiate through all of
+        them; the dense J costs d VJPs in one batched call.
+        """
+        if self.dim <= DENSE_SOLVE_MAX_DIM:
+            x, b = torch.broadcast_tensors(x, b)
+            return solve_spd(self._matrix(x), b, x, checked=True)  # α > 0: G is positive-definite
+        return super(ScoreMetric, self)._solve(x, b)
 
     def _low_rank(self, x: torch.Tensor):
         return None
 
     def _acceleration(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return super(ScoreMetric, self)._acceleration(x, v)
+        """−G⁻¹ Γ♭(v, v) with Γ♭(v, v) = λ Jᵀ D²s[v, v].
+
+        G is the pullback of the Euclidean metric by f(x) = (√α x, √λ s(x)), and
+        for any pullback G = DfᵀDf the lowered contraction is Dfᵀ D²f[v, v]: the
+        terms with ∂J cancel (for any smooth field s, not only gradients).
+        D²s[v, v] is a JVP of a JVP, Jᵀ(·) one VJP, then conjugate gradient.
+        """
+        x, v = (t.contiguous() for t in torch.broadcast_tensors(x, v))
+
+        def along_v(y: torch.Tensor) -> torch.Tensor:
+            return jvp(self._s, (y,), (v,))[1]
+
+        _, second_derivative = jvp(along_v, (x,), (v,))
+        _, pullback = vjp(self._s, x)
+        return -self._solve(x, self.lam * pullback(second_derivative)[0])
 
     def __repr__(self) -> str:
         return f"ScoreJacobianMetric(dim={self.dim}, lam={self.lam}, alpha={self.alpha})"
