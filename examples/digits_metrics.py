@@ -1,7 +1,8 @@
 """Paths between digits under each metric of one learned score: image strips and a table.
 
-Slow: about 7 minutes per pair on one thread (the conformal metric evaluates
-the score at 16 points of its line integral for every point of the curve).
+Slow: 8 to 17 minutes per pair on one thread, most of it the conformal metric
+(it evaluates the score at 16 points of its line integral for every point of
+the curve, and its solves stop unconverged after 4 to 15 minutes).
 
 1. Train (or load from ``--model``) a NoiseConditionalMLP on the bundled 8×8
    digits by denoising score matching (d = 64).
@@ -32,7 +33,7 @@ from scoregeo.scores.networks import NoiseConditionalMLP
 from scoregeo.scores.potential import ray_log_density
 
 F64 = torch.float64
-PAIRS = "0-1"  # default class pairs: the first training image of each class (about 7 min per pair, 1 thread)
+PAIRS = "0-1"  # default class pairs: the first training image of each class
 
 
 def model_at(directory: Path, steps: int) -> sg.ScoreModel:
