@@ -50,7 +50,8 @@ def test_vp_noise_range_is_the_closed_form_marginal_std():
     Tolerance 1e-10: 1 − exp(−x) at x ≈ 1e-4 (t_min) loses up to ε/x ≈ 1e-12 of σ² to cancellation.
     """
     model = noise_model("vp", {"beta_min": 0.1, "beta_max": 20.0})
-    assert isinstance(model.sde, VPSDE) and model.default_sampler == "pc" and not model.perturbed_law
+    assert type(model) is VPNoise and isinstance(model.sde, VPSDE)
+    assert model.default_sampler == "pc" and not model.perturbed_law
 
     def std(t):
         return math.sqrt(-math.expm1(-(0.1 * t + 0.5 * (20.0 - 0.1) * t * t)))
