@@ -27,6 +27,7 @@ from .scores import (
     train_score,
 )
 from . import datasets, evaluation, fisher, fisher_rao, sampling
+from .fisher import jeffreys_log_prior
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "ConformalMetric",
     "ScoreJacobianMetric",
     "FisherRaoMetric",
+    "jeffreys_log_prior",
     "Path",
     "shoot",
     "exp_map",

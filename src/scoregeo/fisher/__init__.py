@@ -12,6 +12,7 @@ each flattened row-major, concatenated into a vector of length P.
 """
 
 from .fim import KINDS, REDUCTIONS, STRUCTURES, fim
+from .jeffreys import jeffreys_log_prior
 from .kfac import KFACCurvature, kfac_fisher
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
 from .operators import Curvature, DenseCurvature, DiagCurvature, ImplicitCurvature, OutputMetric
@@ -27,6 +28,7 @@ from .uses import (
 
 __all__ = [
     "fim",
+    "jeffreys_log_prior",
     "score",
     "jacobians",
     "parameter_vector_size",
