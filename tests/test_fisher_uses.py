@@ -1,4 +1,4 @@
-"""Uses of the Fisher information (scoregeo.fisher.uses) against independent oracles (float64).
+"""Uses of the Fisher information (scoregeo.fisher: natural_gradient, ewc, kl_check, cramer_rao, jeffreys) against independent oracles (float64).
 
 Oracles:
 - natural gradient on linear-Gaussian regression with the mean NLL and F with

@@ -17,14 +17,10 @@ from .kfac import KFACCurvature, kfac_fisher
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
 from .operators import Curvature, DenseCurvature, DiagCurvature, ImplicitCurvature, OutputMetric
 from .scores import jacobians, parameter_vector_size, score
-from .uses import (
-    KLCurvatureCheck,
-    NaturalGradient,
-    SolveInfo,
-    cramer_rao_bound,
-    ewc_penalty,
-    kl_curvature_check,
-)
+from .cramer_rao import cramer_rao_bound
+from .ewc import ewc_penalty
+from .kl_check import KLCurvatureCheck, kl_curvature_check
+from .natural_gradient import NaturalGradient, SolveInfo
 
 __all__ = [
     "fim",

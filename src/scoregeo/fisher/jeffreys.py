@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..metrics.base import _first_bad, describe_point
-from ..metrics.fisher_rao import Family, FisherRaoMetric
+from ..metrics.fisher_rao import Family
+from .families import fisher_cholesky
 
 
 def jeffreys_log_prior(
@@ -34,16 +34,4 @@ def jeffreys_log_prior(
             (a redundant parameterisation, or θ on the boundary of the family),
             naming the point.
     """
-    if not isinstance(theta, torch.Tensor) or theta.ndim == 0:
-        raise ValueError(f"theta must be a torch.Tensor of shape (..., k), got "
-                         f"{tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__}")
-    fisher = FisherRaoMetric(family, theta.shape[-1], mc_samples=mc_samples, generator=generator).matrix(theta)
-    factor, info = torch.linalg.cholesky_ex(fisher)
-    if bool((info != 0).any()):
-        index = _first_bad(info != 0)
-        raise ValueError(
-            f"the Fisher information is singular or not positive-definite at theta = {describe_point(theta[index])} "
-            f"(batch index {index}): the Jeffreys prior ½ log det F(θ) is undefined there (a redundant parameter, "
-            "or θ on the boundary of the family?)"
-        )
-    return factor.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return fisher_cholesky(family, theta, mc_samples, generator).diagonal(dim1=-2, dim2=-1).log().sum(-1)
