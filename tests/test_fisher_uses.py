@@ -16,6 +16,8 @@ Oracles:
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -375,3 +377,31 @@ def test_cramer_rao_bound_validates_n():
     assert sf.cramer_rao_bound(family, theta, np.int64(2)).shape == (1, 1)
     with pytest.raises(ValueError, match="theta"):
         sf.cramer_rao_bound(family, torch.tensor([1]), 2)
+
+
+def test_ewc_penalty_refuses_a_curvature_of_parameters_in_another_order():
+    """The same layers registered in the other order: equal size, other parameter vector; fim records its layout."""
+
+    class Reordered(nn.Module):
+        def __init__(self, source: nn.Sequential):
+            super().__init__()
+            self.head = copy.deepcopy(source[2])  # registered first: its parameters come first
+            self.body = copy.deepcopy(source[0])
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.body(x)))
+
+    model = _mlp()
+    x = torch.randn(10, 3, dtype=DT, generator=_gen(9))
+    F = sf.fim(model, x, "categorical", structure="diag")
+    assert F.layout == tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+    reordered = Reordered(model)
+    torch.testing.assert_close(reordered(x), model(x))  # the same function, another parameter order
+    with pytest.raises(ValueError, match=r"fim was built for other parameters or another order: block 0 .* is "
+                                         r"'0.weight' of shape \(5, 3\), the model's is 'head.weight' of shape"):
+        sf.ewc_penalty(reordered, [p.detach() for p in reordered.parameters()], F)
+    # a copy of the model itself (the usual anchor) is accepted, and so is a curvature built by hand
+    twin = copy.deepcopy(model)
+    assert float(sf.ewc_penalty(twin, [p.detach() for p in twin.parameters()], F).detach()) == 0.0
+    by_hand = sf.DiagCurvature(F.diag())
+    assert by_hand.layout is None and float(sf.ewc_penalty(reordered, _theta(reordered), by_hand).detach()) == 0.0

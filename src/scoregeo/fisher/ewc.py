@@ -48,7 +48,8 @@ def ewc_penalty(model: nn.Module, anchor_params, fim: Curvature, strength: float
 
     Raises:
         ValueError: anchors of the wrong shape or count, a curvature of another
-        size, or a negative strength.
+        size or (when ``fim.layout`` is known, as ``fim(...)`` records it) of
+        other parameters or another order, or a negative strength.
     """
     params = _trainable(model)
     if not isinstance(fim, Curvature):
@@ -63,6 +64,30 @@ def ewc_penalty(model: nn.Module, anchor_params, fim: Curvature, strength: float
     anchor = _as_parameter_vector(anchor_params, params, "anchor_params").detach()
     if fim.size != anchor.numel():
         raise ValueError(f"fim has size {fim.size} but the model has {anchor.numel()} trainable parameters")
+    _check_layout(fim, model)
     theta = torch.cat([p.reshape(-1) for p in params])
     delta = theta - anchor
     return 0.5 * float(strength) * torch.dot(delta, _CurvatureProduct.apply(delta, fim))
+
+
+def _check_layout(fim: Curvature, model: nn.Module) -> None:
+    """Refuse a curvature whose recorded (name, shape) blocks differ from the model's trainable parameters."""
+    if fim.layout is None:
+        return
+    mine = tuple((name, tuple(p.shape)) for name, p in model.named_parameters() if p.requires_grad)
+    if fim.layout == mine:
+        return
+    for position, (theirs, ours) in enumerate(zip(fim.layout, mine)):
+        if theirs != ours:
+            break
+    else:
+        position, theirs, ours = min(len(fim.layout), len(mine)), None, None
+    raise ValueError(
+        f"fim was built for other parameters or another order: block {position} of its parameter vector is "
+        f"{_block(theirs)}, the model's is {_block(ours)} (fim's blocks: {[name for name, _ in fim.layout]}, the "
+        f"model's: {[name for name, _ in mine]}); build fim from this model with scoregeo.fisher.fim"
+    )
+
+
+def _block(block: tuple[str, tuple[int, ...]] | None) -> str:
+    return "missing" if block is None else f"{block[0]!r} of shape {block[1]}"

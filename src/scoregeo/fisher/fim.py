@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from . import operators
 from .likelihoods import get_likelihood
-from .operators import DenseCurvature, DiagCurvature, ImplicitCurvature, OutputMetric, _ggn_dense, _ggn_diag
+from .operators import Curvature, DenseCurvature, DiagCurvature, ImplicitCurvature, OutputMetric, _ggn_dense, _ggn_diag
 from .scores import _check_inputs, _check_model, _check_output, _forward, _param_dict
 
 __all__ = ["fim", "KINDS", "STRUCTURES", "REDUCTIONS"]
@@ -134,7 +135,7 @@ def fim(
     if structure == "kfac":
         from .kfac import kfac_fisher
 
-        return kfac_fisher(
+        kfac = kfac_fisher(
             model,
             inputs,
             lik,
@@ -144,6 +145,7 @@ def fim(
             n_samples=n_samples,
             generator=generator,
         )
+        return _with_layout(kfac, params)
 
     if structure == "diag":
         from .kfac import _exact_diag
@@ -151,7 +153,7 @@ def fim(
         # Models built from nn.Linear / nn.Conv2d: layer hooks, no per-example Jacobians.
         diag = _exact_diag(model, inputs, lik, kind=kind, targets=targets, n_samples=n_samples, generator=generator)
         if diag is not None:
-            return DiagCurvature(diag / n)
+            return _with_layout(DiagCurvature(diag / n), params)
 
     if kind == "true":
         metric = OutputMetric.true(lik, output)
@@ -164,8 +166,14 @@ def fim(
         metric = OutputMetric.sampled(residuals)
 
     if structure == "dense":
-        return DenseCurvature(_ggn_dense(model, params, inputs, metric) / n)
+        return _with_layout(DenseCurvature(_ggn_dense(model, params, inputs, metric) / n), params)
     if structure == "diag":
-        return DiagCurvature(_ggn_diag(model, params, inputs, metric) / n)
+        return _with_layout(DiagCurvature(_ggn_diag(model, params, inputs, metric) / n), params)
     implicit.metric = metric
-    return implicit
+    return _with_layout(implicit, params)
+
+
+def _with_layout(curvature: Curvature, params: dict[str, torch.Tensor]) -> Curvature:
+    """Record the (name, shape) of each parameter block on the curvature (``Curvature.layout``)."""
+    curvature.layout = tuple((name, tuple(p.shape)) for name, p in params.items())
+    return curvature

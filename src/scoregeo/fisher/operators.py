@@ -58,6 +58,9 @@ class Curvature:
         self._size = int(size)
         self._dtype = dtype
         self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self.layout: tuple[tuple[str, tuple[int, ...]], ...] | None = None
+        """(name, shape) of each parameter block in the vector's order, as ``fim`` records it; None when
+        unknown (a curvature built by hand). Uses that pair F with a model check it (``ewc_penalty``)."""
 
     # -- metadata -----------------------------------------------------------------------------
     @property
