@@ -405,3 +405,70 @@ def test_ewc_penalty_refuses_a_curvature_of_parameters_in_another_order():
     assert float(sf.ewc_penalty(twin, [p.detach() for p in twin.parameters()], F).detach()) == 0.0
     by_hand = sf.DiagCurvature(F.diag())
     assert by_hand.layout is None and float(sf.ewc_penalty(reordered, _theta(reordered), by_hand).detach()) == 0.0
+
+
+def test_adaptive_damping_reduction_ratio_is_the_closed_form_on_a_quadratic():
+    """Linear-Gaussian regression: the mean NLL is quadratic with Hessian F (reduction="mean"), so for the step
+    δ = −(F + λI)⁻¹ g the ratio is ρ = (gᵀδ + ½ δᵀFδ) / (gᵀδ + ½ δᵀ(F + λI)δ) exactly; ρ > ¾ lowers λ by ⅔."""
+    g = _gen(10)
+    n, d, var, damping = 40, 3, 0.3, 0.5
+    x = torch.randn(n, d, dtype=DT, generator=g)
+    y = (x @ torch.tensor([1.0, -2.0, 0.5], dtype=DT) + 0.5 * torch.randn(n, dtype=DT, generator=g))[:, None]
+    torch.manual_seed(2)
+    model = nn.Linear(d, 1).to(DT)
+    dense = sf.fim(model, x, "gaussian", structure="dense", reduction="mean", variance=var).dense()
+    opt = sf.NaturalGradient.from_model(model, x, "gaussian", variance=var, lr=1.0, damping=damping,
+                                        adaptive_damping=True)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((y - model(x)) ** 2 / (2 * var)).sum(1).mean()
+        loss.backward()
+        return loss
+
+    closure()
+    grad = _flat([p.grad for p in model.parameters()])
+    step = -torch.linalg.solve(dense + damping * torch.eye(d + 1, dtype=DT), grad)
+    actual = grad @ step + 0.5 * step @ dense @ step
+    expected = float(actual / (actual + 0.5 * damping * step @ step))
+    opt.step(closure)
+    info = opt.last_solve_info
+    assert info.accepted and info.reduction_ratio == pytest.approx(expected, rel=1e-8)
+    assert expected > 0.75 and opt.param_groups[0]["damping"] == pytest.approx(damping * 2 / 3)
+
+
+def test_adaptive_damping_makes_full_natural_gradient_steps_safe_on_an_mlp():
+    """lr = 1 with a fixed small damping diverges on a small MLP (the Fisher is only the Gauss–Newton part of
+    the Hessian); with Levenberg–Marquardt damping the loss never increases and falls."""
+    g = _gen(11)
+    x, y = torch.randn(128, 4, dtype=DT, generator=g), torch.randint(3, (128,), generator=g)
+
+    def train(adaptive):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)).to(DT)
+        opt = sf.NaturalGradient.from_model(model, x, "categorical", lr=1.0, damping=1e-3, adaptive_damping=adaptive)
+
+        def closure():
+            opt.zero_grad()
+            loss = nnf.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        losses = [float(opt.step(closure).detach()) for _ in range(12)]
+        with torch.no_grad():
+            return losses + [float(nnf.cross_entropy(model(x), y))], opt
+
+    fixed, _ = train(False)
+    assert max(fixed) > 100 * fixed[0], fixed  # the failure this guards against
+    adaptive, opt = train(True)
+    assert all(b <= a for a, b in zip(adaptive, adaptive[1:])), adaptive
+    assert adaptive[-1] < 0.6 * adaptive[0], adaptive
+    assert opt.param_groups[0]["damping"] > 1e-3  # raised from the start value where steps overshot
+
+
+def test_adaptive_damping_needs_a_closure():
+    model = _mlp()
+    opt = sf.NaturalGradient(model.parameters(), sf.DiagCurvature(torch.ones(38, dtype=DT)), adaptive_damping=True)
+    model(torch.randn(2, 3, dtype=DT)).sum().backward()
+    with pytest.raises(ValueError, match="needs step\\(closure\\)"):
+        opt.step()

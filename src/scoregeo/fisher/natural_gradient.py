@@ -19,6 +19,7 @@ flattened row-major and concatenated (length P).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -53,6 +54,10 @@ class SolveInfo:
         step_norm: ‖x‖, the norm of the natural-gradient direction (before lr).
         curvature: the class name of F.
         messages: the ``RuntimeWarning`` messages the solver emitted (re-issued to the caller).
+        reduction_ratio: with ``adaptive_damping``, ρ = (L(θ + δ) − L(θ)) / (∇Lᵀδ + ½ δᵀ(F + λI)δ),
+            the actual over the predicted change of the loss for the step δ; NaN otherwise.
+        accepted: False when ``adaptive_damping`` rejected the step (ρ ≤ 0 or a
+            non-finite loss: the parameters were restored).
     """
 
     converged: bool
@@ -63,6 +68,8 @@ class SolveInfo:
     step_norm: float
     curvature: str
     messages: list[str] = field(default_factory=list)
+    reduction_ratio: float = math.nan
+    accepted: bool = True
 
 
 class NaturalGradient(torch.optim.Optimizer):
@@ -78,11 +85,20 @@ class NaturalGradient(torch.optim.Optimizer):
             parameters, called once per step after the closure, e.g.
             ``lambda: fim(model, x, "categorical", structure="implicit", reduction="mean")``;
             or a fixed ``Curvature`` (a constant preconditioner).
-        lr: step size > 0. With lr=1 and F the exact Hessian of the loss the step
-            is Newton's (exact for linear-Gaussian regression; for logistic and
-            softmax regression F equals the Hessian of the NLL).
+        lr: step size > 0. With lr=1 and F the exact Hessian of a convex loss the
+            step is Newton's (exact for linear-Gaussian regression; for logistic
+            and softmax regression F equals the Hessian of the NLL). For a
+            network F is only the Gauss–Newton part of the Hessian and a full
+            step can overshoot and diverge: use lr=1 there with
+            ``adaptive_damping=True``.
         damping: λ > 0, added to F (F is usually singular; λ also bounds the step
-            by ‖∇L‖/λ).
+            by ‖∇L‖/λ). With ``adaptive_damping`` this is the initial value.
+        adaptive_damping: Levenberg–Marquardt control of λ, as in K-FAC (Martens
+            & Grosse, 2015, §6.5): after each step the closure is evaluated again
+            and ρ = actual / predicted change of the loss computed; ρ < ¼ doubles
+            λ, ρ > ¾ multiplies it by ⅔ (never below ``min_damping``), and a step
+            with ρ ≤ 0 or a non-finite loss is undone. Needs a closure; costs one
+            extra loss evaluation and one product F δ per step.
         cg_rtol, cg_max_iter: tolerance and iteration cap of the conjugate-gradient
             solve (``Curvature.solve``; ignored by the direct solvers of dense,
             diagonal and K-FAC curvatures).
@@ -116,8 +132,14 @@ class NaturalGradient(torch.optim.Optimizer):
         cg_rtol: float | None = None,
         cg_max_iter: int | None = None,
         strict: bool = False,
+        adaptive_damping: bool = False,
+        min_damping: float = 1e-8,
     ):
         lr = _check_positive_number(lr, "lr")
+        if not isinstance(adaptive_damping, bool):
+            raise ValueError(f"adaptive_damping must be True or False, got {adaptive_damping!r}")
+        self.adaptive_damping = adaptive_damping
+        self.min_damping = _check_positive_number(min_damping, "min_damping")
         damping = _check_positive_number(damping, "damping")
         if not (isinstance(curvature, Curvature) or callable(curvature)):
             raise ValueError(
@@ -181,6 +203,8 @@ class NaturalGradient(torch.optim.Optimizer):
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
         """One natural-gradient step; returns the closure's loss (None without a closure)."""
         loss = None
+        if self.adaptive_damping and closure is None:
+            raise ValueError("adaptive_damping=True needs step(closure): the loss is evaluated again after the step")
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
@@ -250,9 +274,51 @@ class NaturalGradient(torch.optim.Optimizer):
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
-        offset = 0
-        for p, lr in entries:
-            n = p.numel()
-            p.add_(x[offset : offset + n].view_as(p).to(dtype=p.dtype, device=p.device), alpha=-lr)
-            offset += n
+        step = torch.cat([-lr * x[offset : offset + p.numel()] for (p, lr), offset in
+                          zip(entries, _offsets(entries))])  # δ, in F's dtype
+        if self.adaptive_damping:  # the model's prediction, while F still describes the current θ
+            with torch.enable_grad():
+                predicted = float(g @ step + 0.5 * step @ (F.mv(step).detach() + damping * step))
+        _add_to_parameters(entries, step)
+        if self.adaptive_damping:
+            self._adapt_damping(closure, loss, predicted, step, damping, entries, info)
         return loss
+
+    def _adapt_damping(self, closure, loss, predicted: float, step: torch.Tensor, damping: float, entries,
+                       info: SolveInfo) -> None:
+        """Levenberg–Marquardt: compare the loss after the step with the damped quadratic model; adapt λ."""
+        with torch.enable_grad():
+            new_loss = _scalar(closure())
+        actual = new_loss - _scalar(loss)
+        rho = actual / predicted if predicted < 0 else math.nan
+        info.reduction_ratio = rho
+        info.accepted = math.isfinite(new_loss) and rho > 0
+        if not info.accepted:
+            _add_to_parameters(entries, -step)
+        if not rho >= 0.25:  # also NaN
+            damping *= 2.0
+        elif rho > 0.75:
+            damping = max(damping * 2.0 / 3.0, self.min_damping)
+        for group in self.param_groups:
+            group["damping"] = damping
+
+
+def _scalar(loss) -> float:
+    """A closure's loss (a tensor with one element, or a number) as a float."""
+    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+
+
+def _offsets(entries) -> list[int]:
+    """Start of each parameter's block in the flat vector."""
+    starts, offset = [], 0
+    for p, _ in entries:
+        starts.append(offset)
+        offset += p.numel()
+    return starts
+
+
+@torch.no_grad()
+def _add_to_parameters(entries, flat: torch.Tensor) -> None:
+    """p += the block of ``flat`` that belongs to p, for each (p, lr) in order."""
+    for (p, _), offset in zip(entries, _offsets(entries)):
+        p.add_(flat[offset : offset + p.numel()].view_as(p).to(dtype=p.dtype, device=p.device))
