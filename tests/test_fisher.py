@@ -736,3 +736,46 @@ def test_all_finite_decides_by_one_sum_and_survives_its_overflow():
         assert not all_finite(x)
     pair = torch.tensor([float("inf"), -float("inf")])  # sums to NaN
     assert not all_finite(pair) and all_finite(torch.zeros(0)) and all_finite(torch.arange(5))
+
+
+class _Recurrent(nn.Module):
+    """A sequence classifier: a recurrent layer over (N, T, 3), then a linear head on the last state."""
+
+    def __init__(self, cell: type[nn.RNNBase]):
+        super().__init__()
+        self.rnn = cell(3, 6, batch_first=True)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_recurrent_models_against_per_example_autograd(cell):
+    """nn.LSTM / nn.GRU cannot run under a vmap over examples; dense, diag, implicit and score must still agree
+    with Σ_n J_nᵀ (diag(p_n) − p_n p_nᵀ) J_n, J_n by plain backward passes, one example at a time."""
+    torch.manual_seed(0)
+    model = _Recurrent(cell).to(DT)
+    x = _randn(7, 5, 3, seed=12)
+    params = [p for p in model.parameters()]
+    P = sum(p.numel() for p in params)
+    oracle = torch.zeros(P, P, dtype=DT)
+    for n in range(x.shape[0]):
+        out = model(x[n : n + 1])[0]
+        J = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(out[c], params, retain_graph=True)])
+                         for c in range(4)])  # (C, P), one backward pass per output
+        p = torch.softmax(out, -1).detach()
+        oracle += J.T @ (torch.diag(p) - torch.outer(p, p)) @ J
+    torch.testing.assert_close(sf.fim(model, x, "categorical", structure="dense").dense(), oracle, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(sf.fim(model, x, "categorical", structure="diag").diag(), oracle.diagonal(),
+                               rtol=1e-10, atol=1e-12)
+    v = _randn(P, seed=13)
+    torch.testing.assert_close(sf.fim(model, x, "categorical", structure="implicit").mv(v), oracle @ v,
+                               rtol=1e-10, atol=1e-12)
+    y = torch.randint(4, (7,), generator=_gen(14))
+    per_example = []
+    for n in range(7):
+        loss = torch.log_softmax(model(x[n : n + 1])[0], -1)[y[n]]
+        per_example.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
+    torch.testing.assert_close(sf.score(model, x, y, "categorical"), torch.stack(per_example), rtol=1e-10, atol=1e-12)

@@ -10,7 +10,11 @@ Both functions evaluate the model one example at a time with
 ``torch.func.functional_call`` under ``torch.func.vmap``, so the model must act on
 each example independently: no BatchNorm in training mode (call
 ``model.eval()``), no dropout in training mode, no layer that mixes the batch.
-Such layers are refused with a ``ValueError``.
+Such layers are refused with a ``ValueError``. Recurrent layers (``nn.LSTM``,
+``nn.GRU``, ``nn.RNN``) cannot run under a vmap over examples (their forward
+writes into unbatched state tensors): models holding one are evaluated by a
+Python loop over the examples instead, with the same results, N times the call
+overhead.
 """
 
 from __future__ import annotations
@@ -114,11 +118,30 @@ def _chunks(n: int, per_example: int):
         yield slice(start, min(n, start + size))
 
 
+def _over_examples(model: nn.Module, fn, in_dims: tuple[int | None, ...]):
+    """``vmap(fn, in_dims)`` over examples, or an equivalent loop for models with recurrent layers.
+
+    fn returns a tensor or a dict of tensors; the loop stacks them along a new
+    first dimension, as vmap does.
+    """
+    if not any(isinstance(module, nn.RNNBase) for module in model.modules()):
+        return vmap(fn, in_dims=in_dims)
+
+    def looped(*args):
+        n = next(a.shape[0] for a, dim in zip(args, in_dims) if dim == 0)
+        outs = [fn(*(a[i] if dim == 0 else a for a, dim in zip(args, in_dims))) for i in range(n)]
+        if isinstance(outs[0], dict):
+            return {key: torch.stack([o[key] for o in outs]) for key in outs[0]}
+        return torch.stack(outs)
+
+    return looped
+
+
 def _jacobian_chunk(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     def f(p, xi):
         return functional_call(model, p, (xi.unsqueeze(0),)).squeeze(0)
 
-    jac = vmap(jacrev(f), in_dims=(None, 0))(params, x)
+    jac = _over_examples(model, jacrev(f), (None, 0))(params, x)
     return _flatten(jac, params, lead=2)
 
 
@@ -156,7 +179,7 @@ def _iter_factor_rows(model: nn.Module, params: dict[str, torch.Tensor], x: torc
         return g
 
     for sl in _chunks(x.shape[0], factor.shape[1] * size):
-        yield sl, _flatten(vmap(rows)(x[sl], factor[sl]), params, lead=2)
+        yield sl, _flatten(_over_examples(model, rows, (0, 0))(x[sl], factor[sl]), params, lead=2)
 
 
 def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, likelihood, variance=None) -> torch.Tensor:
@@ -192,7 +215,7 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, likelihood, varian
     n_per = 2 * output.shape[1] * sum(p.numel() for p in params.values())
     rows = []
     for sl in _chunks(x.shape[0], n_per):
-        g = vmap(grad(log_lik), in_dims=(None, 0, 0))(params, x[sl], y[sl])
+        g = _over_examples(model, grad(log_lik), (None, 0, 0))(params, x[sl], y[sl])
         rows.append(_flatten(g, params, lead=1))
     return torch.cat(rows, 0)
 
