@@ -22,7 +22,17 @@ import numpy as np
 import pytest
 import scipy.special
 import torch
-from torch.distributions import Bernoulli, Binomial, Categorical, Distribution, Exponential, Gamma, Normal, Poisson
+from torch.distributions import (
+    Bernoulli,
+    Binomial,
+    Categorical,
+    Distribution,
+    Exponential,
+    Gamma,
+    Multinomial,
+    Normal,
+    Poisson,
+)
 from torch.func import jacrev
 
 import scoregeo as sg
@@ -485,3 +495,27 @@ def test_matrix_metric_rejects_bad_user_matrices():
         sg.MatrixMetric(lambda p: torch.eye(3, dtype=F64), 2).matrix(x)
     with pytest.raises(ValueError, match=r"G\(x\) contains NaN"):
         sg.MatrixMetric(lambda p: torch.full((*p.shape[:-1], 2, 2), float("nan"), dtype=F64), 2).matrix(x)
+
+
+def test_fisher_rao_monte_carlo_mode_for_a_family_whose_log_prob_cannot_be_vmapped():
+    """Multinomial(n, p) in free coordinates θ = (p₁, p₂), p₃ = 1 − p₁ − p₂ (its log_prob uses boolean-mask
+    indexing, and torch has no Multinomial KL): G against the closed form n (diag(1/p₁, 1/p₂) + 11ᵀ/p₃),
+    within 4 standard errors computed from an independent NumPy sample of the scores c_i/p_i − c₃/p₃."""
+    trials, draws = 10, 4000
+
+    def family(t):
+        return Multinomial(trials, probs=torch.cat([t, 1 - t.sum(-1, keepdim=True)], -1))
+
+    metric = sg.FisherRaoMetric(family, 2, mc_samples=draws, generator=torch.Generator().manual_seed(0))
+    theta = torch.tensor([[0.2, 0.3], [0.5, 0.1]], dtype=F64)
+    estimate = metric.matrix(theta)
+    rng = np.random.default_rng(2)
+    for b, (p1, p2) in enumerate(theta.tolist()):
+        p = np.array([p1, p2, 1 - p1 - p2])
+        exact = trials * (np.diag(1 / p[:2]) + 1 / p[2])
+        counts = rng.multinomial(trials, p, size=200_000)
+        scores = counts[:, :2] / p[:2] - counts[:, 2:] / p[2]
+        products = scores[:, :, None] * scores[:, None, :]
+        standard_error = products.std(0) / math.sqrt(draws)
+        assert np.all(np.abs(estimate[b].numpy() - exact) < 4 * standard_error), (estimate[b], exact)
+    assert bool(torch.isfinite(metric.acceleration(theta, torch.tensor([[0.1, 0.2], [0.3, -0.1]], dtype=F64))).all())

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch.distributions import Distribution
 from torch.distributions.kl import _dispatch_kl, kl_divergence
-from torch.func import grad, jacfwd, jvp, vmap
+from torch.func import grad, jvp
 
 from .._checks import check_positive_int
 from .base import Metric, dense_acceleration, solve_spd
@@ -107,20 +107,25 @@ class FisherRaoMetric(Metric):
         return torch.stack(columns, dim=-1)
 
     def _mc_fisher(self, theta: torch.Tensor) -> torch.Tensor:
+        """Average of score outer products over the family's own samples, for a batch θ (B, k).
+
+        Like the exact mode, no vmap: the family is evaluated on the whole batch
+        (sample n of point b under p_θ_b) and the scores come from one JVP per
+        coordinate direction (log p of point b depends on θ_b only). Families
+        whose ``log_prob`` uses boolean-mask indexing (Multinomial) work too.
+        """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._seed)
             samples = self.family(theta.detach()).sample((self.mc_samples,))  # (n, B, *event)
 
-        def fisher_at(th: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            def log_prob(t: torch.Tensor) -> torch.Tensor:
-                return self.family(t).log_prob(y)  # (n,)
+        def log_prob(t: torch.Tensor) -> torch.Tensor:
+            return self.family(t).log_prob(samples)  # (n, B)
 
-            lp = log_prob(th)
-            scores = jacfwd(log_prob)(th)  # (n, k)
-            weights = torch.exp(lp - lp.detach())
-            return torch.einsum("n,ni,nj->ij", weights, scores, scores) / self.mc_samples
-
-        return vmap(fisher_at, in_dims=(0, 1))(theta, samples)
+        eye = torch.eye(self.dim, dtype=theta.dtype, device=theta.device)
+        lp = log_prob(theta)
+        scores = torch.stack([jvp(log_prob, (theta,), (eye[i].expand_as(theta),))[1] for i in range(self.dim)], -1)
+        weights = torch.exp(lp - lp.detach())  # 1 in value; carries the derivative of the sampling law
+        return torch.einsum("nb,nbi,nbj->bij", weights, scores, scores) / self.mc_samples
 
     def __repr__(self) -> str:
         mode = "exact KL Hessian" if self._exact else f"Monte Carlo ({self.mc_samples} samples)"
