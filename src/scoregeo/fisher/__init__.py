@@ -13,6 +13,7 @@ each flattened row-major, concatenated into a vector of length P.
 
 from .fim import KINDS, REDUCTIONS, STRUCTURES, fim
 from .jeffreys import jeffreys_log_prior
+from .laplace import LaplacePosterior, laplace
 from .kfac import KFACCurvature, kfac_fisher
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
 from .operators import Curvature, DenseCurvature, DiagCurvature, ImplicitCurvature, OutputMetric
@@ -25,6 +26,8 @@ from .natural_gradient import NaturalGradient, SolveInfo
 __all__ = [
     "fim",
     "jeffreys_log_prior",
+    "laplace",
+    "LaplacePosterior",
     "score",
     "jacobians",
     "parameter_vector_size",
