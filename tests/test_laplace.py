@@ -178,3 +178,43 @@ def test_predictive_method_must_fit_the_likelihood():
     post = sf.laplace(model, (x, y), "gaussian", variance=VAR)
     with pytest.raises(ValueError, match="does not apply"):
         post.predictive(x, method="probit")
+
+
+def test_kfac_posterior_is_the_kronecker_fisher_plus_the_prior():
+    """Against KFACCurvature.dense() (built from the Kronecker products directly) + δI: the precision, its log
+    determinant, the function variance J H⁻¹ Jᵀ and the sample covariance."""
+    g = torch.Generator().manual_seed(8)
+    x, y = torch.randn(50, 3, dtype=DT, generator=g), torch.randint(3, (50,), generator=g)
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(DT)
+    post = sf.laplace(model, (x, y), "categorical", structure="kfac", prior_precision=0.7)
+    H = sf.fim(model, x, "categorical", structure="kfac").dense() + 0.7 * torch.eye(31, dtype=DT)
+    torch.testing.assert_close(post.posterior_precision(), H, rtol=1e-10, atol=1e-10)
+    assert post.log_det_posterior_precision() == pytest.approx(float(torch.linalg.slogdet(H)[1]), rel=1e-10)
+    J = sf.jacobians(model, x[:5])
+    _, variance = post.function_variance(x[:5])
+    torch.testing.assert_close(variance, J @ torch.linalg.inv(H) @ J.mT, rtol=1e-8, atol=1e-12)
+    draws = post.sample(40_000, generator=torch.Generator().manual_seed(9))
+    cov = torch.linalg.inv(H)
+    se = ((cov.diagonal()[:, None] * cov.diagonal()[None, :] + cov**2) / 40_000).sqrt()
+    assert bool(((torch.cov(draws.T) - cov).abs() < 5 * se).all())
+
+
+def test_last_layer_posterior_is_bayesian_linear_regression_on_the_features():
+    """Gaussian regression: with the body fixed, the last layer is linear in its features φ̃ = [φ(x), 1], so
+    H = Φ̃ᵀΦ̃/σ² + δI exactly; the model's requires_grad flags are restored afterwards."""
+    x, y = _regression(seed=10)
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)).to(DT)
+    post = sf.laplace(model, (x, y), "gaussian", structure="last_layer", prior_precision=DELTA, variance=VAR)
+    with torch.no_grad():
+        features = torch.cat([torch.tanh(model[0](x)), torch.ones(30, 1, dtype=DT)], 1)
+    H = features.T @ features / VAR + DELTA * torch.eye(6, dtype=DT)
+    torch.testing.assert_close(post.posterior_precision(), H, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(post.mean, torch.cat([model[2].weight.reshape(-1), model[2].bias]).detach())
+    _, cov = post.predictive(x[:4])
+    torch.testing.assert_close(cov[:, 0, 0], (features[:4] @ torch.linalg.inv(H) * features[:4]).sum(1) + VAR,
+                               rtol=1e-10, atol=1e-12)
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="nn.Linear"):
+        sf.laplace(nn.Sequential(nn.Tanh()), (x, y), "gaussian", structure="last_layer", variance=VAR)

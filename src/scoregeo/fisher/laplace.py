@@ -20,13 +20,23 @@ f(x) ~ N(f(x; θ*), J(x) H⁻¹ J(x)ᵀ), J = ∂f/∂θ. Regression returns tha
 plus the observation noise; classification returns probabilities by the probit
 approximation (MacKay) or by Monte Carlo over f.
 
-Structures: "dense" (H as a P×P matrix through its eigendecomposition, so that
-log det H and H⁻¹ cost nothing more for a new δ) and "diag" (the diagonal of F).
+Structures, each held in an eigenbasis of F so that log det H, H⁻¹ and
+samples cost nothing more for a new δ:
+
+* "dense": F as a P×P matrix;
+* "diag": the diagonal of F;
+* "kfac": the K-FAC blocks G ⊗ A of ``fim(structure="kfac")`` (eigenvalues g aᵀ,
+  eigenvectors U_G ⊗ U_A per block; the exact damped inverse, as in laplace-torch's
+  Kron posterior);
+* "last_layer": a dense posterior over the parameters of the model's last
+  ``nn.Linear`` only, every other parameter fixed at θ* (``mean`` and ``sample``
+  are then vectors of the last layer's parameters).
 """
 
 from __future__ import annotations
 
 import math
+import contextlib
 from dataclasses import dataclass
 
 import scipy.optimize
@@ -35,12 +45,13 @@ from torch import nn
 
 from ._parameters import _check_positive_number, _trainable
 from .fim import fim
+from .kfac import KFACBlock
 from .likelihoods import Categorical, Gaussian, Likelihood, get_likelihood
 from .scores import _check_inputs, _check_model, _forward, jacobians
 
 __all__ = ["laplace", "LaplacePosterior", "STRUCTURES"]
 
-STRUCTURES = ("dense", "diag")
+STRUCTURES = ("dense", "diag", "kfac", "last_layer")
 PREDICTIVE_METHODS = ("glm", "probit", "mc")
 
 
@@ -51,12 +62,11 @@ class LaplacePosterior:
     Attributes:
         model: the model (its parameters are θ*; do not change them afterwards).
         likelihood: the ``Likelihood``.
-        structure: "dense" or "diag".
-        mean: θ* (P,), the flattened trainable parameters.
+        structure: "dense", "diag", "kfac" or "last_layer".
+        mean: θ* (P,), the flattened trainable parameters (for "last_layer": those of the last nn.Linear).
         log_likelihood: log p(D | θ*), summed over the data (a float).
         prior_precision: δ (a float; ``optimize_prior_precision`` changes it).
-        eigenvalues, eigenvectors: F = V diag(λ) Vᵀ for "dense" ((P,), (P, P));
-            for "diag", λ is F's diagonal and V is None.
+        basis: F's eigenbasis (eigenvalues λ (P,) and the rotations to and from it).
     """
 
     model: nn.Module
@@ -65,27 +75,20 @@ class LaplacePosterior:
     mean: torch.Tensor
     log_likelihood: float
     prior_precision: float
-    eigenvalues: torch.Tensor
-    eigenvectors: torch.Tensor | None
+    basis: "_Eigenbasis"
 
     # -- the posterior ---------------------------------------------------------------------------
     def _precision_spectrum(self, prior_precision: float | None = None) -> torch.Tensor:
         delta = self.prior_precision if prior_precision is None else prior_precision
-        return self.eigenvalues.clamp_min(0) + delta
+        return self.basis.eigenvalues.clamp_min(0) + delta
 
     def posterior_precision(self) -> torch.Tensor:
-        """H = F + δI: (P, P) for "dense", its diagonal (P,) for "diag"."""
-        spectrum = self._precision_spectrum()
-        if self.eigenvectors is None:
-            return spectrum
-        return (self.eigenvectors * spectrum) @ self.eigenvectors.T
+        """H = F + δI: its diagonal (P,) for "diag", else the (P, P) matrix."""
+        return self.basis.matrix(self._precision_spectrum())
 
     def posterior_covariance(self) -> torch.Tensor:
-        """H⁻¹: (P, P) for "dense", its diagonal (P,) for "diag"."""
-        spectrum = 1 / self._precision_spectrum()
-        if self.eigenvectors is None:
-            return spectrum
-        return (self.eigenvectors * spectrum) @ self.eigenvectors.T
+        """H⁻¹: its diagonal (P,) for "diag", else the (P, P) matrix."""
+        return self.basis.matrix(1 / self._precision_spectrum())
 
     def log_det_posterior_precision(self, prior_precision: float | None = None) -> float:
         """log det H at δ (default: the current prior precision)."""
@@ -121,20 +124,16 @@ class LaplacePosterior:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
         z = torch.randn(n, self.mean.numel(), generator=generator, dtype=self.mean.dtype)
-        scaled = z / self._precision_spectrum().sqrt()
-        if self.eigenvectors is not None:
-            scaled = scaled @ self.eigenvectors.T
-        return self.mean + scaled
+        return self.mean + self.basis.from_eigen(z / self._precision_spectrum().sqrt())
 
     # -- predictions -----------------------------------------------------------------------------
     def function_variance(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x; θ*) (N, C), J H⁻¹ Jᵀ (N, C, C)) of the linearised model at ``inputs``."""
         inputs = _check_inputs(inputs)
         output = _forward(self.model, inputs)
-        J = jacobians(self.model, inputs)  # (N, C, P)
-        if self.eigenvectors is not None:
-            J = J @ self.eigenvectors
-        root = J / self._precision_spectrum().sqrt()
+        with _posterior_parameters(self.model, self.structure):
+            J = jacobians(self.model, inputs)  # (N, C, P)
+        root = self.basis.to_eigen(J) / self._precision_spectrum().sqrt()
         return output, root @ root.mT
 
     def predictive(self, inputs: torch.Tensor, method: str | None = None, n_samples: int = 1000,
@@ -186,7 +185,7 @@ def laplace(
         data: (inputs, targets), the training data, targets as the likelihood
             expects them.
         likelihood: "categorical", "bernoulli", "gaussian" or a ``Likelihood``.
-        structure: "dense" or "diag" (see ``STRUCTURES``).
+        structure: "dense", "diag", "kfac" or "last_layer" (see the module docstring).
         prior_precision: δ > 0.
         variance: σ² of the "gaussian" likelihood.
     """
@@ -198,15 +197,95 @@ def laplace(
     inputs, targets = data
     lik = get_likelihood(likelihood, variance)
     _check_model(model)
+    if structure == "last_layer":
+        _last_linear(model)
     inputs = _check_inputs(inputs)
     output = _forward(model, inputs)
     lik.check_output(output)
     targets = lik.check_targets(output, targets)
     log_likelihood = float(lik.log_prob(output, targets).sum())
-    mean = torch.cat([p.detach().reshape(-1) for p in _trainable(model)])
-    curvature = fim(model, inputs, lik, kind="true", structure=structure, reduction="sum")
-    if structure == "dense":
-        values, vectors = torch.linalg.eigh(curvature.dense())
+    with _posterior_parameters(model, structure):
+        mean = torch.cat([p.detach().reshape(-1) for p in _trainable(model)])
+        kind = "kfac" if structure == "kfac" else "diag" if structure == "diag" else "dense"
+        curvature = fim(model, inputs, lik, kind="true", structure=kind, reduction="sum")
+    if structure == "diag":
+        basis = _Eigenbasis(curvature.diag())
+    elif structure == "kfac":
+        basis = _Eigenbasis.kronecker(curvature.blocks, mean.numel())
     else:
-        values, vectors = curvature.diag(), None
-    return LaplacePosterior(model, lik, structure, mean, log_likelihood, delta, values, vectors)
+        values, vectors = torch.linalg.eigh(curvature.dense())
+        basis = _Eigenbasis(values, vectors=vectors)
+    return LaplacePosterior(model, lik, structure, mean, log_likelihood, delta, basis)
+
+
+class _Eigenbasis:
+    """An orthonormal eigenbasis U of F (F = U diag(λ) Uᵀ): dense U, the identity (diagonal F), or per-block
+    U_G ⊗ U_A (K-FAC; eigen-coordinates of a block sit at the block's own parameter positions)."""
+
+    def __init__(self, eigenvalues: torch.Tensor, vectors: torch.Tensor | None = None,
+                 blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None):
+        self.eigenvalues, self.vectors, self.blocks = eigenvalues, vectors, blocks
+
+    @classmethod
+    def kronecker(cls, blocks: list[KFACBlock], size: int) -> "_Eigenbasis":
+        eigenvalues = torch.full((size,), math.nan, dtype=blocks[0].A.dtype)
+        rotations = []
+        for block in blocks:
+            eA, UA, eG, UG = block.eig()
+            eigenvalues[block.index] = torch.outer(eG, eA)
+            rotations.append((block.index, UG, UA))
+        if bool(eigenvalues.isnan().any()):
+            raise ValueError("the K-FAC blocks do not cover every trainable parameter")
+        return cls(eigenvalues, blocks=rotations)
+
+    def to_eigen(self, v: torch.Tensor) -> torch.Tensor:
+        """Uᵀ v for row vectors v (..., P)."""
+        if self.vectors is not None:
+            return v @ self.vectors
+        if self.blocks is None:
+            return v
+        out = torch.empty_like(v)
+        for index, UG, UA in self.blocks:
+            out[..., index] = UG.T @ v[..., index] @ UA
+        return out
+
+    def from_eigen(self, z: torch.Tensor) -> torch.Tensor:
+        """U z for row vectors z (..., P)."""
+        if self.vectors is not None:
+            return z @ self.vectors.T
+        if self.blocks is None:
+            return z
+        out = torch.empty_like(z)
+        for index, UG, UA in self.blocks:
+            out[..., index] = UG @ z[..., index] @ UA.T
+        return out
+
+    def matrix(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """U diag(spectrum) Uᵀ: (P, P), or the vector itself for the identity basis."""
+        if self.vectors is None and self.blocks is None:
+            return spectrum
+        return self.from_eigen(self.from_eigen(torch.diag(spectrum)).T)
+
+
+@contextlib.contextmanager
+def _posterior_parameters(model: nn.Module, structure: str):
+    """For "last_layer", only the last nn.Linear's parameters require grad inside the block; else nothing changes."""
+    if structure != "last_layer":
+        yield
+        return
+    keep = {id(p) for p in _last_linear(model).parameters()}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in keep]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _last_linear(model: nn.Module) -> nn.Linear:
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError("structure='last_layer' needs an nn.Linear layer in the model (the last one is used)")
+    return linears[-1]
