@@ -31,11 +31,13 @@ bench-setup: venv bench-fisher-setup
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[bench]"
 	$(PIP) install --quiet -c $(CONSTRAINTS) --no-build-isolation --no-deps stochman==0.3.0
 
-# BackPACK, curvlinops and nngeometry for benchmarks/fisher_vs_peers.py: they declare torchvision,
+# BackPACK, curvlinops and nngeometry for benchmarks/fisher_vs_peers.py, laplace-torch for
+# benchmarks/laplace_vs_peers.py: they declare torchvision,
 # whose registry build would replace the CPU torch, and run without it; their other dependencies
 # are installed in a second step, pinned in constraints.txt.
 bench-fisher-setup: venv
 	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps backpack-for-pytorch==1.7.1 curvlinops-for-pytorch==3.0.1 nngeometry==0.4 unfoldNd==0.2.3 einconv==0.1.0
+	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps laplace-torch==0.3 torchmetrics==1.9.0 lightning-utilities==0.15.3
 	$(PIP) install --quiet -c $(CONSTRAINTS) einops==0.8.2 linear_operator==0.6.1 opt-einsum==3.4.0
 
 bench: bench-setup
@@ -44,6 +46,7 @@ bench: bench-setup
 	$(PY) benchmarks/train_score.py
 	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/fisher_vs_peers.py
+	$(PY) benchmarks/laplace_vs_peers.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -218,3 +218,22 @@ def test_last_layer_posterior_is_bayesian_linear_regression_on_the_features():
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="nn.Linear"):
         sf.laplace(nn.Sequential(nn.Tanh()), (x, y), "gaussian", structure="last_layer", variance=VAR)
+
+
+@pytest.mark.parametrize("tail", [None, nn.LogSoftmax(-1)], ids=["linear output", "layer after the last linear"])
+def test_last_layer_function_variance_equals_the_differentiated_model(tail):
+    """The closed-form last-layer Jacobian [I ⊗ φᵀ, I] (used when the last nn.Linear gives the output) and the
+    differentiated model (used when a layer follows it) against J from ``jacobians`` with the body frozen by hand."""
+    g = torch.Generator().manual_seed(11)
+    x, y = torch.randn(30, 3, dtype=DT, generator=g), torch.randint(3, (30,), generator=g)
+    torch.manual_seed(4)
+    layers = [nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 3)] + ([tail] if tail is not None else [])
+    model = nn.Sequential(*layers).to(DT)
+    post = sf.laplace(model, (x, y), "categorical", structure="last_layer", prior_precision=1.5)
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    J = sf.jacobians(model, x[:6])
+    for p in model[0].parameters():
+        p.requires_grad_(True)
+    _, variance = post.function_variance(x[:6])
+    torch.testing.assert_close(variance, J @ post.posterior_covariance() @ J.mT, rtol=1e-10, atol=1e-12)

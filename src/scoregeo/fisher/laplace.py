@@ -130,9 +130,11 @@ class LaplacePosterior:
     def function_variance(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x; θ*) (N, C), J H⁻¹ Jᵀ (N, C, C)) of the linearised model at ``inputs``."""
         inputs = _check_inputs(inputs)
-        output = _forward(self.model, inputs)
-        with _posterior_parameters(self.model, self.structure):
-            J = jacobians(self.model, inputs)  # (N, C, P)
+        output, J = _last_layer_jacobian(self.model, inputs) if self.structure == "last_layer" else (None, None)
+        if J is None:
+            output = _forward(self.model, inputs)
+            with _posterior_parameters(self.model, self.structure):
+                J = jacobians(self.model, inputs)  # (N, C, P)
         root = self.basis.to_eigen(J) / self._precision_spectrum().sqrt()
         return output, root @ root.mT
 
@@ -289,3 +291,31 @@ def _last_linear(model: nn.Module) -> nn.Linear:
     if not linears:
         raise ValueError("structure='last_layer' needs an nn.Linear layer in the model (the last one is used)")
     return linears[-1]
+
+
+def _last_layer_jacobian(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(output, J) with J (N, C, P) in closed form when the last nn.Linear's output is the model's output.
+
+    f = W φ + b: ∂f_c/∂W_{c'j} = δ_{cc'} φ_j and ∂f_c/∂b_{c'} = δ_{cc'}, from the
+    layer's input φ captured by a forward hook. J is None when anything follows
+    the layer (the caller then differentiates the model).
+    """
+    layer = _last_linear(model)
+    captured = {}
+    handle = layer.register_forward_hook(lambda module, args, out: captured.update(features=args[0], out=out))
+    try:
+        output = _forward(model, inputs)
+    finally:
+        handle.remove()
+    if captured.get("out") is None or captured["out"].shape != output.shape or not torch.equal(captured["out"], output):
+        return output, None
+    features = captured["features"]  # (N, D)
+    if features.ndim != 2:
+        return output, None
+    eye = torch.eye(output.shape[1], dtype=output.dtype, device=output.device)
+    blocks = []
+    if layer.weight.requires_grad:
+        blocks.append(torch.einsum("ck,nj->nckj", eye, features).reshape(*output.shape, -1))
+    if layer.bias is not None and layer.bias.requires_grad:
+        blocks.append(eye.expand(output.shape[0], -1, -1))
+    return output, torch.cat(blocks, -1)
