@@ -237,3 +237,23 @@ def test_last_layer_function_variance_equals_the_differentiated_model(tail):
         p.requires_grad_(True)
     _, variance = post.function_variance(x[:6])
     torch.testing.assert_close(variance, J @ post.posterior_covariance() @ J.mT, rtol=1e-10, atol=1e-12)
+
+
+def test_calibration_of_a_hand_computed_example():
+    """Four predictions of class 0 with confidences 0.9 (right), 0.8 (wrong), 0.6 (right), 0.55 (wrong).
+    Bins (0, ½], (½, 1]: all in the second, accuracy ½, mean confidence 0.7125, ECE 0.2125. Bins of width ¼:
+    0.6, 0.55 in (½, ¾] and 0.9, 0.8 in (¾, 1], each with accuracy ½."""
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]], dtype=DT)
+    labels = torch.tensor([0, 0, 0, 0])
+    cal = sf.calibration(probs, labels, n_bins=2)
+    assert cal.accuracy == 0.5 and cal.count.tolist() == [0, 4]
+    assert cal.ece == pytest.approx(abs(0.5 - (0.9 + 0.8 + 0.6 + 0.55) / 4))
+    assert cal.nll == pytest.approx(-(math.log(0.9) + math.log(0.2) + math.log(0.6) + math.log(0.45)) / 4)
+    assert math.isnan(float(cal.bin_accuracy[0])) and float(cal.bin_accuracy[1]) == 0.5
+    cal4 = sf.calibration(probs, labels, n_bins=4)  # bins of width ¼: 0.55, 0.6 in (½, ¾]; 0.8, 0.9 in (¾, 1]
+    assert cal4.count.tolist() == [0, 0, 2, 2]
+    assert cal4.ece == pytest.approx(0.5 * abs(0.5 - 0.575) + 0.5 * abs(0.5 - 0.85))
+    with pytest.raises(ValueError, match="sum to 1"):
+        sf.calibration(probs * 2, labels)
+    with pytest.raises(ValueError, match="labels"):
+        sf.calibration(probs, torch.tensor([0, 1, 2, 0]))

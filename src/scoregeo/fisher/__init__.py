@@ -18,6 +18,7 @@ from .kfac import KFACCurvature, kfac_fisher
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, get_likelihood
 from .operators import Curvature, DenseCurvature, DiagCurvature, ImplicitCurvature, OutputMetric
 from .scores import jacobians, parameter_vector_size, score
+from .calibration import Calibration, calibration
 from .cramer_rao import cramer_rao_bound
 from .ewc import ewc_penalty
 from .kl_check import KLCurvatureCheck, kl_curvature_check
@@ -27,6 +28,8 @@ __all__ = [
     "fim",
     "jeffreys_log_prior",
     "laplace",
+    "calibration",
+    "Calibration",
     "LaplacePosterior",
     "score",
     "jacobians",
