@@ -120,7 +120,7 @@ def test_classification_predictives_probit_and_monte_carlo():
     """Bernoulli logistic regression: probit = σ(m/√(1 + πv/8)) with v = x̃ᵀH⁻¹x̃ from the dense H; Monte Carlo
     against Gauss–Hermite quadrature of ∫σ(f)N(f; m, v)df within 4 standard errors (std of σ(f) by quadrature)."""
     model, x, y = _logistic()
-    post = sf.laplace(model, (x, y), "bernoulli", prior_precision=DELTA)
+    post = sf.laplace(model, (x, y), "bernoulli", structure="dense", prior_precision=DELTA)
     xt = torch.cat([x, torch.ones(60, 1, dtype=DT)], 1)
     p = torch.sigmoid(xt @ post.mean)
     H = (xt.T * (p * (1 - p))) @ xt + DELTA * torch.eye(3, dtype=DT)
@@ -145,7 +145,7 @@ def test_categorical_probit_sums_to_one_and_samples_have_the_posterior_covarianc
     x, y = torch.randn(40, 3, dtype=DT, generator=g), torch.randint(3, (40,), generator=g)
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(DT)
-    post = sf.laplace(model, (x, y), "categorical", prior_precision=5.0)
+    post = sf.laplace(model, (x, y), "categorical", structure="dense", prior_precision=5.0)
     probs = post.predictive(x[:6])
     torch.testing.assert_close(probs.sum(-1), torch.ones(6, dtype=DT))
     draws = post.sample(40_000, generator=torch.Generator().manual_seed(7))

@@ -175,7 +175,7 @@ def laplace(
     model: nn.Module,
     data: tuple[torch.Tensor, torch.Tensor],
     likelihood,
-    structure: str = "dense",
+    structure: str = "kfac",
     prior_precision: float = 1.0,
     variance=None,
 ) -> LaplacePosterior:
@@ -187,7 +187,7 @@ def laplace(
         data: (inputs, targets), the training data, targets as the likelihood
             expects them.
         likelihood: "categorical", "bernoulli", "gaussian" or a ``Likelihood``.
-        structure: "dense", "diag", "kfac" or "last_layer" (see the module docstring).
+        structure: "kfac" (default), "dense", "diag" or "last_layer" (see the module docstring).
         prior_precision: δ > 0.
         variance: σ² of the "gaussian" likelihood.
     """
