@@ -61,17 +61,3 @@ def _as_parameter_vector(value, params: list[torch.Tensor], name: str) -> torch.
     if not bool(torch.isfinite(flat.detach()).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return flat.to(dtype=first.dtype, device=first.device)
-
-
-class _CurvatureProduct(torch.autograd.Function):
-    """v ↦ F v with F a constant symmetric matrix: the backward pass is F g again (any order)."""
-
-    @staticmethod
-    def forward(ctx, v, curvature):
-        ctx.curvature = curvature
-        with torch.no_grad():
-            return curvature.mv(v.detach()).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        return _CurvatureProduct.apply(grad_out, ctx.curvature), None
