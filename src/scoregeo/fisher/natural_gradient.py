@@ -98,7 +98,9 @@ class NaturalGradient(torch.optim.Optimizer):
             and ρ = actual / predicted change of the loss computed; ρ < ¼ doubles
             λ, ρ > ¾ multiplies it by ⅔ (never below ``min_damping``), and a step
             with ρ ≤ 0 or a non-finite loss is undone. Needs a closure; costs one
-            extra loss evaluation and one product F δ per step.
+            extra loss evaluation and one product F δ per step (the second closure call
+            leaves ``.grad`` at the stepped point, even when the step is undone:
+            the next ``step(closure)`` recomputes it).
         cg_rtol, cg_max_iter: tolerance and iteration cap of the conjugate-gradient
             solve (``Curvature.solve``; ignored by the direct solvers of dense,
             diagonal and K-FAC curvatures).
