@@ -39,7 +39,7 @@ def calibration(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> 
                          f"{tuple(probs.shape) if isinstance(probs, torch.Tensor) else type(probs).__name__}")
     if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
         raise ValueError("probs must be finite and non-negative")
-    if not torch.allclose(probs.sum(-1), torch.ones(len(probs), dtype=probs.dtype), atol=1e-4):
+    if not torch.allclose(probs.sum(-1), torch.ones_like(probs[:, 0]), atol=1e-4):
         raise ValueError("each row of probs must sum to 1")
     if (not isinstance(labels, torch.Tensor) or labels.shape != probs.shape[:1] or labels.is_floating_point()
             or bool(((labels < 0) | (labels >= probs.shape[1])).any())):
@@ -47,13 +47,13 @@ def calibration(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> 
     confidence, predicted = probs.max(-1)
     correct = (predicted == labels).to(probs.dtype)
     bins = (confidence * n_bins).ceil().long().clamp(1, n_bins) - 1  # (k/n, (k+1)/n] → k
-    count = torch.zeros(n_bins, dtype=torch.long).scatter_add_(0, bins, torch.ones_like(bins))
-    sums = torch.zeros(n_bins, dtype=probs.dtype)
+    count = torch.zeros(n_bins, dtype=torch.long, device=probs.device).scatter_add_(0, bins, torch.ones_like(bins))
+    sums = torch.zeros(n_bins, dtype=probs.dtype, device=probs.device)
     mean_confidence = sums.scatter_add(0, bins, confidence) / count.clamp_min(1)
     mean_accuracy = sums.scatter_add(0, bins, correct) / count.clamp_min(1)
     ece = float((count.to(probs.dtype) / len(probs) * (mean_accuracy - mean_confidence).abs()).sum())
     empty = count == 0
-    nan = torch.tensor(float("nan"), dtype=probs.dtype)
+    nan = torch.tensor(float("nan"), dtype=probs.dtype, device=probs.device)
     return Calibration(
         accuracy=float(correct.mean()),
         nll=float(-probs.gather(1, labels[:, None]).clamp_min(torch.finfo(probs.dtype).tiny).log().mean()),

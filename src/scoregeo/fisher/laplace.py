@@ -123,7 +123,7 @@ class LaplacePosterior:
         """n parameter vectors (n, P) from N(θ*, H⁻¹)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
-        z = torch.randn(n, self.mean.numel(), generator=generator, dtype=self.mean.dtype)
+        z = torch.randn(n, self.mean.numel(), generator=generator, dtype=self.mean.dtype, device=self.mean.device)
         return self.mean + self.basis.from_eigen(z / self._precision_spectrum().sqrt())
 
     # -- predictions -----------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class LaplacePosterior:
             raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
         values, vectors = torch.linalg.eigh(variance)
         root = vectors * values.clamp_min(0).sqrt().unsqueeze(-2)  # (N, C, C), root rootᵀ = variance
-        z = torch.randn(n_samples, *f.shape, generator=generator, dtype=f.dtype)
+        z = torch.randn(n_samples, *f.shape, generator=generator, dtype=f.dtype, device=f.device)
         draws = f + (root @ z.unsqueeze(-1)).squeeze(-1)  # (S, N, C)
         return squash(draws).mean(0)
 
@@ -230,7 +230,7 @@ class _Eigenbasis:
 
     @classmethod
     def kronecker(cls, blocks: list[KFACBlock], size: int) -> "_Eigenbasis":
-        eigenvalues = torch.full((size,), math.nan, dtype=blocks[0].A.dtype)
+        eigenvalues = torch.full((size,), math.nan, dtype=blocks[0].A.dtype, device=blocks[0].A.device)
         rotations = []
         for block in blocks:
             eA, UA, eG, UG = block.eig()
