@@ -208,8 +208,8 @@ def laplace(
     log_likelihood = float(lik.log_prob(output, targets).sum())
     with _posterior_parameters(model, structure):
         mean = torch.cat([p.detach().reshape(-1) for p in _trainable(model)])
-        kind = "kfac" if structure == "kfac" else "diag" if structure == "diag" else "dense"
-        curvature = fim(model, inputs, lik, kind="true", structure=kind, reduction="sum")
+        fim_structure = "dense" if structure == "last_layer" else structure
+        curvature = fim(model, inputs, lik, kind="true", structure=fim_structure, reduction="sum")
     if structure == "diag":
         basis = _Eigenbasis(curvature.diag())
     elif structure == "kfac":

@@ -122,8 +122,9 @@ class FisherRaoMetric(Metric):
             return self.family(t).log_prob(samples)  # (n, B)
 
         eye = torch.eye(self.dim, dtype=theta.dtype, device=theta.device)
-        lp = log_prob(theta)
-        scores = torch.stack([jvp(log_prob, (theta,), (eye[i].expand_as(theta),))[1] for i in range(self.dim)], -1)
+        columns = [jvp(log_prob, (theta,), (eye[i].expand_as(theta),)) for i in range(self.dim)]
+        lp = columns[0][0]  # log p itself, the primal of every JVP
+        scores = torch.stack([column for _, column in columns], -1)
         weights = torch.exp(lp - lp.detach())  # 1 in value; carries the derivative of the sampling law
         return torch.einsum("nb,nbi,nbj->bij", weights, scores, scores) / self.mc_samples
 
