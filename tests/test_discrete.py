@@ -53,3 +53,12 @@ def test_preconditioner_of_a_constant_metric_is_the_exact_inverse_hessian():
     solved[:, 1:-1] += step
     line = curve[:, :1] + torch.linspace(0, 1, 7, dtype=torch.float64)[None, :, None] * (curve[:, -1:] - curve[:, :1])
     torch.testing.assert_close(solved, line, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("d", [3, 512])  # 512 float64 values: a 4 KiB stride, summed row by row on CPU
+def test_inverse_second_difference_solves_the_tridiagonal_system(d):
+    r = torch.randn(2, 9, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
+    ones = torch.ones(8, dtype=torch.float64)
+    second_difference = 2 * torch.eye(9, dtype=torch.float64) - torch.diag(ones, 1) - torch.diag(ones, -1)
+    expected = torch.linalg.solve(second_difference, r)
+    torch.testing.assert_close(discrete._inverse_second_difference(r), expected, rtol=1e-12, atol=1e-12)

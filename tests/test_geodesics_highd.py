@@ -298,3 +298,19 @@ def test_anchors_of_the_wrong_dimension_are_refused():
     solver = sg.geodesics.Shortest(local=sg.geodesics.CollocationSolver(), starts=sg.geodesics.StartCurves(anchors=torch.zeros(4, 2)))
     with pytest.raises(ValueError, match="anchors"):
         sg.geodesic(metric, torch.zeros(3), torch.ones(3), solver=solver)
+
+
+def test_multilevel_shortest_samples_only_the_chosen_curves_and_agrees_with_the_default_selection():
+    """MultilevelNewton.shortest resamples the winners only; the result is BVPSolver.shortest's (refine + select)."""
+    from scoregeo.geodesics import BVPSolver, StartCurves
+
+    problem = oracles.default_problem(16, seed=3)
+    a, b = oracles.problem_pairs(problem, 2, seed=5)
+    metric = problem.metric(10.0)
+    starts = StartCurves(bends=(0.5,), n_directions=2).build(metric, problem.lift(a), problem.lift(b))
+    solver = sg.geodesics.MultilevelNewton()
+    fast = solver.shortest(metric, starts, 33)
+    default = BVPSolver.shortest(solver, metric, starts, 33)
+    assert fast.points.shape == default.points.shape == (2, 33, 16)
+    for name in ("points", "length", "converged", "initial_velocity", "residual", "n_local", "local_lengths", "evaluations"):
+        torch.testing.assert_close(getattr(fast, name), getattr(default, name), rtol=0, atol=0, equal_nan=True)

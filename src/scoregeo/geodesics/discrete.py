@@ -408,7 +408,25 @@ def _inverse_second_difference(r: torch.Tensor) -> torch.Tensor:
     """
     B, m, d = r.shape
     segments = m + 1
-    partial = torch.cat([r.new_zeros(B, 1, d), r.cumsum(1)], 1)  # Σ_{j≤i} r_j for i = 0 … N−1
+    partial = _prefix_sums(torch.cat([r.new_zeros(B, 1, d), r], 1))  # Σ_{j≤i} r_j for i = 0 … N−1
     w0 = partial.sum(1, keepdim=True) / segments
     w = w0 - partial
-    return w.cumsum(1)[:, :-1]
+    return _prefix_sums(w[:, :-1])
+
+
+def _prefix_sums(x: torch.Tensor) -> torch.Tensor:
+    """Cumulative sums of (B, m, d) along dimension 1.
+
+    On CPU, ``torch.cumsum`` along a dimension whose stride is a multiple of
+    4 KiB walks addresses that share cache sets: at d = 3072 in float64
+    (24 KiB) it took 118 ms for a (10, 255, 3072) tensor, 38 ms by adding the
+    rows in turn (measured here; 2.9 ms either way at d = 784). Such strides
+    take the row-by-row sum.
+    """
+    if x.device.type != "cpu" or (x.stride(1) * x.element_size()) % 4096:
+        return x.cumsum(1)
+    out = x.clone()
+    rows = out.unbind(1)
+    for previous, row in zip(rows[:-1], rows[1:]):
+        row.add_(previous)
+    return out

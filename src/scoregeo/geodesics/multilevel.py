@@ -50,6 +50,7 @@ from . import hermite
 from .chebyshev import resample_polylines
 from .discrete import newton_krylov, quasi_newton
 from .path import Path
+from .selection import distinct_local, pick_shortest
 from .solver import BVPSolver
 
 _HISTORY_BUDGET = 2e7  # entries of one curve's L-BFGS memory (pairs of curve-sized tensors)
@@ -103,6 +104,26 @@ class MultilevelNewton(BVPSolver):
             raise ValueError(f"lbfgs_tol must be in (0, 1), got {self.lbfgs_tol!r}")
 
     def refine(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor, n_points: int) -> Path:
+        return self._solve(metric, starts, groups).path(n_points, self.name)
+
+    def shortest(self, metric: Metric, starts: torch.Tensor, n_points: int) -> Path:
+        """Per pair, the shortest converged local geodesic from start curves (C, B, m, d).
+
+        Only the chosen curves are resampled to ``n_points`` (the others stay on
+        their own grids): C·B curves of n_points × d would take 1.2 GB for 8
+        pairs of 6 starts at d = 3072 and 1025 points.
+        """
+        C, B = starts.shape[:2]
+        groups = torch.arange(B, device=starts.device).repeat(C)
+        run = self._solve(metric, starts.flatten(0, 1), groups)
+        lengths, converged = run.length.reshape(C, B), run.converged.reshape(C, B)
+        pick = pick_shortest(lengths, converged, run.residual.reshape(C, B))
+        path = run.path(n_points, self.name, rows=pick)
+        path.local_lengths, path.n_local = distinct_local(run.curves.velocity.reshape(C, B, -1), lengths, converged)
+        path.evaluations = run.evaluations.reshape(C, B).sum(0)
+        return path
+
+    def _solve(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor) -> "_Run":
         dtype, device = starts.dtype, starts.device
         double = dtype == torch.float64
         rtol = self.rtol if self.rtol is not None else (1e-6 if double else 1e-4)
@@ -123,7 +144,7 @@ class MultilevelNewton(BVPSolver):
         level_ok = torch.zeros(C, dtype=torch.bool, device=device)
         converged = torch.zeros(C, dtype=torch.bool, device=device)
         evaluations = torch.zeros(C, dtype=torch.long, device=device)
-        out = _PathBuilder(C, n_points, starts)
+        out = _StoppedCurves(C, starts)
         previous_velocity = starts.new_full(starts.shape[::2], float("nan"))  # ẋ(0) on each curve's previous grid
         active = torch.arange(C, device=device)
         resolved = torch.ones(C, dtype=torch.bool, device=device)  # the curve's last grid resolved it
@@ -165,7 +186,7 @@ class MultilevelNewton(BVPSolver):
             active, segments = active[keep], 2 * segments
             curves = hermite.resample(curves[keep], segments + 1)
         residual = torch.where(torch.isfinite(error), error, torch.full_like(error, float("inf")))
-        return out.build(length, converged, residual, evaluations, self.name)
+        return _Run(out, length, converged, residual, evaluations)
 
     def _solve_grid(self, metric: Metric, curves: torch.Tensor, resolved: torch.Tensor, newton_tol: float) -> "_Grid":
         """Minimise the discrete energy of curves (A, N + 1, d) on their grid and measure them.
@@ -262,34 +283,59 @@ def _richardson(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(coarse), extrapolated, fine)
 
 
-class _PathBuilder:
-    """Collects the curves that stop at different grids into one flat :class:`Path`."""
+class _StoppedCurves:
+    """Each curve as it stopped, on its own grid, with its initial velocity, energy and speed spread."""
 
-    def __init__(self, count: int, n_points: int, starts: torch.Tensor):
-        self.n_points = n_points
-        d = starts.shape[-1]
-        self.points = starts.new_full((count, n_points, d), float("nan"))
+    def __init__(self, count: int, starts: torch.Tensor):
+        self.grids: list[torch.Tensor | None] = [None] * count  # (N + 1, d) each
         self.energy = starts.new_full((count,), float("nan"))
         self.spread = starts.new_full((count,), float("nan"))
-        self.velocity = starts.new_full((count, d), float("nan"))
+        self.velocity = starts.new_full((count, starts.shape[-1]), float("nan"))
 
     def add(self, index: torch.Tensor, curves: torch.Tensor, velocity: torch.Tensor, energy, spread) -> None:
-        self.points[index] = hermite.resample(curves, self.n_points)
+        for row, curve in zip(index.tolist(), curves):
+            self.grids[row] = curve
         self.velocity[index] = velocity
         self.energy[index], self.spread[index] = energy, spread
 
-    def build(self, length, converged, residual, evaluations, name: str) -> Path:
+    def sampled(self, rows: torch.Tensor, n_points: int) -> torch.Tensor:
+        """The curves ``rows`` (R,) resampled to (R, n_points, d), those on the same grid together."""
+        rows = rows.tolist()
+        first = self.grids[rows[0]] if rows else self.velocity
+        out = first.new_empty(len(rows), n_points, self.velocity.shape[-1])
+        by_grid: dict[int, list[int]] = {}
+        for slot, row in enumerate(rows):
+            by_grid.setdefault(self.grids[row].shape[0], []).append(slot)
+        for slots in by_grid.values():
+            out[slots] = hermite.resample(torch.stack([self.grids[rows[k]] for k in slots]), n_points)
+        return out
+
+
+@dataclass
+class _Run:
+    """The outcome of a multilevel solve of C curves: stopped curves and per-curve results (C,)."""
+
+    curves: _StoppedCurves
+    length: torch.Tensor
+    converged: torch.Tensor
+    residual: torch.Tensor
+    evaluations: torch.Tensor
+
+    def path(self, n_points: int, name: str, rows: torch.Tensor | None = None) -> Path:
+        """The Path of the curves ``rows`` (all by default), sampled at n_points uniform times."""
+        if rows is None:
+            rows = torch.arange(self.length.shape[0], device=self.length.device)
         return Path(
-            points=self.points,
-            times=torch.linspace(0, 1, self.n_points, dtype=length.dtype, device=length.device),
-            length=length,
-            energy=self.energy,
-            converged=converged,
-            initial_velocity=self.velocity,
-            residual=residual,
-            speed_drift=self.spread,
+            points=self.curves.sampled(rows, n_points),
+            times=torch.linspace(0, 1, n_points, dtype=self.length.dtype, device=self.length.device),
+            length=self.length[rows],
+            energy=self.curves.energy[rows],
+            converged=self.converged[rows],
+            initial_velocity=self.curves.velocity[rows],
+            residual=self.residual[rows],
+            speed_drift=self.curves.spread[rows],
             method=name,
-            local_lengths=length.unsqueeze(-1).clone(),
-            n_local=torch.ones_like(length, dtype=torch.long),
-            evaluations=evaluations,
+            local_lengths=self.length[rows].unsqueeze(-1).clone(),
+            n_local=torch.ones_like(rows),
+            evaluations=self.evaluations[rows],
         )

@@ -1,10 +1,11 @@
 """The shortest geodesic: several start curves per pair, one local solver, the shortest converged solution wins.
 
 :class:`Shortest` composes the shared pieces: :class:`~scoregeo.geodesics.starts.StartCurves`
-builds C start curves per pair, any :class:`~scoregeo.geodesics.solver.BVPSolver`
-refines them all in one flat batch (grouped by pair), and :func:`select_shortest`
-keeps, per pair, the shortest converged geodesic and counts the distinct local
-geodesics found (``Path.n_local``, ``Path.local_lengths``).
+builds C start curves per pair, and any :class:`~scoregeo.geodesics.solver.BVPSolver`
+refines them all in one flat batch (grouped by pair) and keeps, per pair, the
+shortest converged geodesic (``BVPSolver.shortest``, by default
+:func:`~scoregeo.geodesics.selection.select_shortest`), counting the distinct
+local geodesics found (``Path.n_local``, ``Path.local_lengths``).
 """
 
 from __future__ import annotations
@@ -54,10 +55,7 @@ class Shortest(BVPSolver):
         return path
 
     def _best(self, metric: Metric, curves: torch.Tensor, n_points: int) -> Path:
-        C, B = curves.shape[:2]
-        groups = torch.arange(B, device=curves.device).repeat(C)
-        solved = self.local.refine(metric, curves.flatten(0, 1), groups, n_points)
-        path = select_shortest(solved, C, B)
+        path = self.local.shortest(metric, curves, n_points)
         path.method = f"{self.name}/{self.local.name}"
         return path
 
@@ -66,58 +64,6 @@ def _relax(metric: Metric, curves: torch.Tensor) -> torch.Tensor:
     """Start curves (C, B, m, d) each moved towards a local geodesic by a loose energy minimisation."""
     relaxed = minimize_energy(metric, curves.flatten(0, 1), gtol=1e-4, max_iter=400).points
     return relaxed.reshape(curves.shape)
-
-
-def select_shortest(solved: Path, C: int, B: int) -> Path:
-    """Per pair, the shortest converged of C solutions (the smallest residual if none converged).
-
-    ``solved`` is a flat Path of C·B entries ordered start-major (entry c·B + b
-    is start c of pair b). Two converged solutions are the same local geodesic
-    when their initial velocities agree to 1e-4 relative (a geodesic is
-    determined by its initial velocity); ``local_lengths`` lists the distinct
-    ones, shortest first, and ``n_local`` counts them.
-    """
-    lengths, converged = solved.length.reshape(C, B), solved.converged.reshape(C, B)
-    residual = solved.residual.reshape(C, B)
-    score = torch.where(converged, lengths, torch.inf)
-    best = torch.where(converged.any(0), score.argmin(0), torch.nan_to_num(residual, nan=torch.inf).argmin(0))
-    pick = best * B + torch.arange(B, device=lengths.device)
-    velocities = solved.initial_velocity.reshape(C, B, -1)
-    local, count = distinct_local(velocities, lengths, converged)
-    evaluations = None if solved.evaluations is None else solved.evaluations.reshape(C, B).sum(0)
-    return Path(
-        points=solved.points[pick],
-        times=solved.times,
-        length=solved.length[pick],
-        energy=solved.energy[pick],
-        converged=solved.converged[pick],
-        initial_velocity=solved.initial_velocity[pick],
-        residual=solved.residual[pick],
-        speed_drift=solved.speed_drift[pick],
-        method=solved.method,
-        local_lengths=local,
-        n_local=count,
-        evaluations=evaluations,
-    )
-
-
-def distinct_local(velocities, lengths, converged) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lengths (B, C) of the distinct converged geodesics (NaN padded, shortest first) and their count (B,)."""
-    C, B, _ = velocities.shape
-    out = torch.full((B, C), float("nan"), dtype=lengths.dtype, device=lengths.device)
-    count = torch.zeros(B, dtype=torch.long, device=lengths.device)
-    for pair in range(B):
-        kept: list[int] = []
-        for c in lengths[:, pair].argsort().tolist():
-            if not bool(converged[c, pair]):
-                continue
-            v = velocities[c, pair]
-            scale = 1e-4 * (v.norm() + 1e-12)
-            if all(bool((v - velocities[k, pair]).norm() > scale) for k in kept):
-                kept.append(c)
-        out[pair, : len(kept)] = lengths[kept, pair]
-        count[pair] = len(kept)
-    return out, count
 
 
 def scatter_paths(path: Path, index: torch.Tensor, solved: Path) -> Path:

@@ -8,6 +8,10 @@ called on flat batches:
   Path entry per start curve; ``groups`` (C,) labels curves that join the same
   end points, so that a solver may stop refining a curve that can no longer
   become the shortest of its group.
+* ``shortest(metric, starts, n_points) → Path``: from start curves ``starts``
+  (C, B, m, d), C per pair, the shortest converged local geodesic of each pair
+  (B entries, with ``n_local`` and ``local_lengths``); by default ``refine``
+  on the flat batch, then :func:`~scoregeo.geodesics.selection.select_shortest`.
 * ``solve(metric, x0, x1, n_points) → Path``: one geodesic per pair (B, d); by
   default ``refine`` from the straight line.
 
@@ -24,6 +28,7 @@ import torch
 
 from ..metrics import Metric
 from .path import Path
+from .selection import select_shortest
 
 
 class BVPSolver(ABC):
@@ -34,6 +39,12 @@ class BVPSolver(ABC):
     @abstractmethod
     def refine(self, metric: Metric, starts: torch.Tensor, groups: torch.Tensor, n_points: int) -> Path:
         """Local geodesics (flat Path of C entries) from start curves (C, m, d)."""
+
+    def shortest(self, metric: Metric, starts: torch.Tensor, n_points: int) -> Path:
+        """Per pair, the shortest converged local geodesic from start curves (C, B, m, d) (B entries)."""
+        C, B = starts.shape[:2]
+        groups = torch.arange(B, device=starts.device).repeat(C)
+        return select_shortest(self.refine(metric, starts.flatten(0, 1), groups, n_points), C, B)
 
     def solve(self, metric: Metric, x0: torch.Tensor, x1: torch.Tensor, n_points: int) -> Path:
         """Geodesics between the pairs x0, x1 (B, d), from the straight lines."""
