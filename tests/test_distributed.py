@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,77 @@ def test_two_ranks_give_the_single_process_matrix_and_resume_after_a_killed_rank
     after = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "resumed").glob("block-*.pt")}
     assert len(after) == 11
     assert all(after[name] == stamp for name, stamp in finished.items())  # finished blocks were not recomputed
+
+
+# ----------------------------------------------------------------------------- distributed training
+def _torchrun_training(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(WORKERS / "train_worker.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_a_ddp_step_has_the_gradient_of_one_process_on_the_same_global_batch(tmp_path):
+    from scoregeo.scores.objectives import exact_score_matching
+    from train_worker import RecordingMLP
+
+    run = _torchrun_training("gradient", str(tmp_path / "step.pt"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = torch.load(tmp_path / "step.pt")
+    batches = result["batches"]
+    assert [tuple(b.shape) for b in batches] == [(4, 2), (4, 2)]  # 8 examples, 4 per rank
+    assert not torch.equal(batches[0], batches[1])  # the ranks drew different examples
+    torch.manual_seed(0)
+    net = RecordingMLP().to(F64)  # the same initial weights
+    exact_score_matching(lambda x: net(x), torch.cat(batches)).backward()
+    for name, parameter in net.named_parameters():
+        torch.testing.assert_close(result["gradients"][name], parameter.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_training_killed_on_one_rank_resumes_to_the_uninterrupted_result(tmp_path):
+    whole = _torchrun_training("run", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    digests = {(tmp_path / "whole" / f"ema-{r}.txt").read_text() for r in (0, 1)}
+    assert len(digests) == 1  # the EMA is identical on both ranks
+
+    killed = _torchrun_training("run", str(tmp_path / "resumed"), "--kill-at", "6")
+    assert killed.returncode != 0
+    config = sg.scores.checkpoint.read_config(tmp_path / "resumed")
+    assert config["training"]["step"] == 4 and config["training"]["world_size"] == 2  # the last checkpoint
+    shutil.copytree(tmp_path / "resumed", tmp_path / "one process")
+    finished = _torchrun_training("run", str(tmp_path / "resumed"))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    resumed = {(tmp_path / "resumed" / f"ema-{r}.txt").read_text() for r in (0, 1)}
+    assert resumed == digests  # bit for bit the uninterrupted run
+
+    assert sg.scores.checkpoint.read_config(tmp_path / "resumed")["training"]["step"] == 12
+    sg.ScoreModel.load(tmp_path / "resumed")  # a complete, loadable model
+
+    # the same checkpoint resumed by one process: state restored, new minibatch streams, said so
+    from train_worker import data
+
+    with pytest.warns(UserWarning, match="with 1 processes from a checkpoint of 2"):
+        alone = sg.train_score(data(), "dsm", steps=12, batch_size=8, checkpoint_every=4, out=tmp_path / "one process",
+                               resume=True, progress=False, seed=3)
+    assert len(alone.loss_history) == 12
+    whole_history = sg.scores.checkpoint.read_tensors(tmp_path / "whole" / "train_state.safetensors", None)
+    assert alone.loss_history[:4] == whole_history["loss_history"][:4].tolist()  # restored, not recomputed
+
+
+def test_the_cli_trains_under_torchrun_and_rank_0_reports(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "scoregeo", "train", "--data", "moons", "--n-data", "256", "--steps", "20", "--batch-size", "16",
+               "--out", str(tmp_path / "run"), "--no-progress"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("trained dsm on moons") == 1
+    config = sg.scores.checkpoint.read_config(tmp_path / "run")
+    assert config["training"]["world_size"] == 2 and config["training"]["step"] == 20
+    assert (tmp_path / "run" / "loss.png").is_file() and (tmp_path / "run" / "run.json").is_file()
+
+
+def test_a_failing_rank_makes_the_launcher_fail_and_shows_its_error(tmp_path):
+    run = _torchrun_training("fail", str(tmp_path / "unused"))
+    assert run.returncode != 0
+    assert "rank 1 fails on purpose" in run.stderr

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from . import __version__
+from ._distributed import is_main_process
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         "2spirals), 'digits', or a .npy/.csv/.pt file holding an (N, d) array")
     parser.add_argument("--method", default="dsm", choices=METHODS, help="score-matching objective (default: dsm)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory (model, checkpoints, loss.png)")
-    parser.add_argument("--n", type=_positive_int, default=None, help="number of toy points (default: 10000)")
+    parser.add_argument("--n", "--n-data", dest="n", type=_positive_int, default=None,
+                        help="number of toy points (default: 10000; under torchrun spell it --n-data, since torchrun "
+                        "reads --n as an abbreviation of its own options)")
     parser.add_argument("--steps", type=_positive_int, default=5000, help="optimisation steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="minibatch size (default: %(default)s)")
     parser.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam step size (default: %(default)s)")
@@ -122,8 +125,8 @@ def _train_run(args: argparse.Namespace) -> int:
                      sigma_max=args.sigma_max, checkpoint_every=args.checkpoint_every, resume=args.resume)
 
     report = _guarded("train", args, work)
-    if isinstance(report, int):
-        return report
+    if isinstance(report, int) or not is_main_process():  # under torchrun, rank 0 reports
+        return report if isinstance(report, int) else 0
     print(f"trained {report['method']} on {report['data']} ({report['n_data']} points): {report['steps']} steps "
           f"in {report['seconds']:.1f} s, final loss {report['final_loss']:.4g}")
     print(f"wrote {args.out}/ (config.json, model.safetensors, train_state.safetensors, run.json, loss.png)")

@@ -17,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import datasets, plotting
+from ._distributed import is_main_process
 from ._io import atomic_write
 from .evaluation import sliced_wasserstein
 from .geodesics import curve_length, geodesic, lerp, pairwise_distances, slerp
@@ -74,13 +75,14 @@ def train(
     start = time.perf_counter()
     model = train_score(tensor, method, seed=seed, out=out, progress=progress, **options)
     seconds = time.perf_counter() - start
-    _save_json(run, out / RUN_FILE)
-    fig = Figure(figsize=(6, 3.5), layout="constrained")
-    ax = fig.add_subplot()
-    plotting.loss_curve(ax, model.loss_history)
-    ax.set_title(f"{method} on {Path(data).name}: {len(model.loss_history)} steps")
-    ax.legend()
-    _save_figure(fig, out / "loss.png")
+    if is_main_process():  # under torchrun, rank 0 writes the run's files
+        _save_json(run, out / RUN_FILE)
+        fig = Figure(figsize=(6, 3.5), layout="constrained")
+        ax = fig.add_subplot()
+        plotting.loss_curve(ax, model.loss_history)
+        ax.set_title(f"{method} on {Path(data).name}: {len(model.loss_history)} steps")
+        ax.legend()
+        _save_figure(fig, out / "loss.png")
     tail = model.loss_history[-max(1, len(model.loss_history) // 20):]
     return {"model": str(out), "method": method, "data": run["data"], "n_data": tensor.shape[0],
             "steps": len(model.loss_history), "final_loss": float(np.mean(tail)), "seconds": seconds,

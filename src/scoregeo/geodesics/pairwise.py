@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_positive_int
 from ..metrics import Metric
-from . import distributed as dist_utils
+from .. import _distributed as dist_utils
 from .blocks import Blocks, BlockStore, fingerprint, solve_blocks
 from .bvp import geodesic
 from .shortest import Shortest

@@ -10,9 +10,11 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from .. import _distributed
 from .._checks import check_positive_int
 from .checkpoint import CONFIG_FILE, STATE_FILE, CheckpointError, load_state_into, read_config, read_tensors, write_tensors
 from .model import ScoreModel
@@ -55,6 +57,7 @@ def train_score(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[int, float, ScoreModel], None] | None = None,
+    distributed: bool | None = None,
 ) -> ScoreModel:
     """Train a score model on ``data`` and return it as a ``ScoreModel`` (with the EMA weights).
 
@@ -94,7 +97,20 @@ def train_score(
         progress: show a tqdm bar with the loss.
         callback: called as ``callback(step, loss, model)`` after every step, where
             ``model`` is a ``ScoreModel`` view of the current EMA weights (for
-            monitoring; evaluate it under ``torch.no_grad()``).
+            monitoring; evaluate it under ``torch.no_grad()``); on every rank.
+        distributed: train data-parallel over the processes of torch.distributed
+            (None, the default: when launched by ``torchrun`` with more than one
+            process). The network is wrapped in ``DistributedDataParallel``;
+            each of the W ranks draws ``batch_size / W`` examples per step from
+            its shard ``data[rank::W]`` with its own generator (rank 0's seeded
+            by ``seed``, the others by a seed derived from it), so a step's
+            gradient is that of ``batch_size`` examples. Weights, optimizer and
+            EMA are identical on every rank; the loss history holds the
+            global-batch loss; the progress bar and the checkpoints are rank
+            0's. A checkpoint keeps every rank's generator: resumed with as many
+            processes, a run continues exactly as an uninterrupted one; with
+            another number, weights, optimizer, EMA and step are restored
+            exactly but the minibatch and noise streams are new ones.
 
     Raises:
         ValueError for bad arguments or a mismatched resume; ``CheckpointError``
@@ -120,6 +136,10 @@ def train_score(
         raise ValueError(f"method {method!r} trains an unconditional score: parameterization must be 'score', "
                          f"got {parameterization!r}")
 
+    rank, world = _distributed.rank_and_world(distributed, data.device)
+    if batch_size % world:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
+
     noise = _noise_params(method, data, sigma_min, sigma_max, n_sigmas, beta_min, beta_max)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -132,7 +152,7 @@ def train_score(
     def as_model(module: nn.Module) -> ScoreModel:
         return ScoreModel(module, method, parameterization, noise, tuple(data.shape[1:]), data_mean, data_std)
 
-    generator = torch.Generator(device=data.device).manual_seed(seed)
+    generator = torch.Generator(device=data.device).manual_seed(_rank_seed(seed, rank))
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     ema = AveragedModel(net, multi_avg_fn=_ema_with_warmup(ema_decay), use_buffers=True)
     training = dict(method=method, steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
@@ -142,24 +162,31 @@ def train_score(
     start = 0
     out = None if out is None else Path(out)
     if resume and out is not None and (out / STATE_FILE).is_file():
-        start, history = _restore(out, as_model(ema.module).config(), net, ema, optimizer, generator, training)
+        start, history = _restore(out, as_model(ema.module).config(), net, ema, optimizer, generator, training,
+                                  rank, world)
     elif not resume and out is not None and any((out / name).exists() for name in (STATE_FILE, CONFIG_FILE)):
         raise ValueError(f"{out} already holds a trained model or checkpoint: pass resume=True (CLI: --resume) "
                          "to continue that run, or choose another directory (nothing was overwritten)")
     elif resume:
         warnings.warn(f"resume=True but {out} holds no checkpoint: starting a new run", stacklevel=2)
 
-    loss_fn = _loss(method, net, parameterization, noise, n_projections)
+    shard = data[rank::world]
+    trained = net if world == 1 else DistributedDataParallel(
+        net, device_ids=[data.device] if data.device.type == "cuda" else None)
+    loss_fn = _loss(method, trained, parameterization, noise, n_projections)
     ema_view = as_model(ema.module)
-    with tqdm(total=steps, initial=start, desc=f"train {method}", disable=not progress, unit="step") as bar:
+    with tqdm(total=steps, initial=start, desc=f"train {method}", disable=not progress or rank != 0,
+              unit="step") as bar:
         for step in range(start, steps):
-            batch = data[torch.randint(data.shape[0], (batch_size,), generator=generator, device=data.device)]
-            loss = loss_fn(batch, generator)
+            batch = shard[torch.randint(shard.shape[0], (batch_size // world,), generator=generator,
+                                        device=data.device)]
+            local = loss_fn(batch, generator)
+            loss = local if world == 1 else _distributed.mean_over_ranks(local)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the {method} loss became {float(loss)} at step {step + 1}; lower lr "
                                          f"(now {lr}) or check the data for extreme values")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            local.backward()  # DistributedDataParallel averages the gradients over the ranks
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
             optimizer.step()
@@ -171,7 +198,9 @@ def train_score(
             if callback is not None:
                 callback(step + 1, history[-1], ema_view)
             if out is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-                _save(out, as_model(ema.module), net, ema, optimizer, generator, training, history, step + 1)
+                states = [generator.get_state()] if world == 1 else _distributed.gather_objects(generator.get_state())
+                if rank == 0:
+                    _save(out, as_model(ema.module), net, ema, optimizer, states, training, history, step + 1)
 
     model = as_model(ema.module)
     model.loss_history = history
@@ -268,29 +297,49 @@ def _ema_with_warmup(decay: float):
     return update
 
 
+def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The generator seed of ``rank`` (``seed`` itself for rank 0 of a fresh run), from one run seed.
+
+    ``step`` > 0 derives fresh streams for a run resumed with another number of processes.
+    """
+    if rank == 0 and step == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()[:8], "little") >> 1
+
+
 def _fingerprint(data: torch.Tensor) -> str:
     return hashlib.sha256(data.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _save(out, inference, net, ema, optimizer, generator, training, history, step) -> None:
-    """Write train_state.safetensors, then ``inference`` (the EMA model: weights, then config.json)."""
+def _save(out, inference, net, ema, optimizer, generator_states, training, history, step) -> None:
+    """Write train_state.safetensors, then ``inference`` (the EMA model: weights, then config.json).
+
+    ``generator_states``: the minibatch generator's state of every rank, in rank order.
+    """
     out.mkdir(parents=True, exist_ok=True)
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     state.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     for index, slots in optimizer.state_dict()["state"].items():
         state.update({f"adam.{index}.{k}": torch.as_tensor(v) for k, v in slots.items()})
-    state["rng"] = generator.get_state()
+    state["rng"] = generator_states[0]
+    state.update({f"rng.{rank}": value for rank, value in enumerate(generator_states) if rank > 0})
     state["loss_history"] = torch.tensor(history, dtype=torch.float64)
     state_sha = write_tensors(out / STATE_FILE, state)
-    inference.save(out, extra={"training": {**training, "step": step}, "files": {STATE_FILE: state_sha}})
+    stored = {**training, "step": step, "world_size": len(generator_states)}
+    inference.save(out, extra={"training": stored, "files": {STATE_FILE: state_sha}})
 
 
-def _restore(out, model_config, net, ema, optimizer, generator, training) -> tuple[int, list[float]]:
-    """Load a checkpoint of the same run into the fresh objects; return (step, loss history)."""
+def _restore(out, model_config, net, ema, optimizer, generator, training, rank, world) -> tuple[int, list[float]]:
+    """Load a checkpoint of the same run into the fresh objects; return (step, loss history).
+
+    The generator gets this rank's stored state when the checkpoint was written
+    by as many processes, else a fresh stream derived from the seed, rank and step.
+    """
     config = read_config(out)
     stored = dict(config.get("training", {}))
     step = stored.pop("step", None)
+    stored_world = stored.pop("world_size", 1)
     mismatched = {k: (stored.get(k), v) for k, v in training.items() if k != "steps" and stored.get(k) != v}
     mismatched.update({k: (config.get(k), model_config[k]) for k in ("network", "method", "parameterization", "noise",
                                                               "data_shape") if config.get(k) != model_config[k]})
@@ -307,11 +356,18 @@ def _restore(out, model_config, net, ema, optimizer, generator, training) -> tup
             _, index, name = key.split(".", 2)
             slots.setdefault(int(index), {})[name] = value
     adam["state"] = slots
-    try:
-        optimizer.load_state_dict(adam)
-        generator.set_state(state["rng"])
-    except (KeyError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{out / STATE_FILE}: optimizer or generator state does not fit ({err})") from None
     if not isinstance(step, int) or step < 0 or len(state["loss_history"]) != step:
         raise CheckpointError(f"{out}: inconsistent step count in the checkpoint")
+    try:
+        optimizer.load_state_dict(adam)
+        if stored_world == world:
+            generator.set_state(state["rng" if rank == 0 else f"rng.{rank}"])
+        else:
+            generator.manual_seed(_rank_seed(training["seed"], rank, step))
+            if rank == 0:
+                warnings.warn(f"resuming {out} with {world} processes from a checkpoint of {stored_world}: weights, "
+                              "optimizer, EMA and step are restored exactly, the minibatch and noise streams are new",
+                              stacklevel=3)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{out / STATE_FILE}: optimizer or generator state does not fit ({err})") from None
     return step, state["loss_history"].tolist()
