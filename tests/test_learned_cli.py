@@ -206,6 +206,22 @@ def test_distances_writes_a_symmetric_matrix_equal_to_the_library_call(run_dir, 
     assert "--indices must select rows in [0, 2000)" in capsys.readouterr().err
 
 
+def test_distances_keep_blocks_resume_from_them_and_refuse_other_settings(run_dir, tmp_path, capsys):
+    blocks = tmp_path / "blocks"
+    common = ["distances", "--model", str(run_dir), "--sigma", "0.5", "--indices", "0:4", "--batch-size", "2",
+              "--blocks", str(blocks), "--no-progress", "--threads", "1"]
+    assert main([*common, "--out", str(tmp_path / "a.npy"), "--lam", "2"]) == 0
+    assert len(list(blocks.glob("block-*.pt"))) == 3  # 6 pairs in blocks of 2
+    stamps = {p.name: p.stat().st_mtime_ns for p in blocks.glob("block-*.pt")}
+    assert main([*common, "--out", str(tmp_path / "b.npy"), "--lam", "2"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in blocks.glob("block-*.pt")} == stamps  # loaded, not rewritten
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "c.npy"), "--lam", "3"]) == 2
+    assert "other inputs or settings" in capsys.readouterr().err
+    assert not (tmp_path / "c.npy").exists()
+
+
 def test_geodesic_and_distances_with_a_local_diffusers_pipeline(tmp_path, capsys):
     """A tiny random UNet2DModel and its scheduler saved as a pipeline directory (nothing downloaded)."""
     from diffusers import DDPMScheduler, UNet2DModel

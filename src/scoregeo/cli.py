@@ -271,6 +271,9 @@ def _distances_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lam", type=_nonnegative_float, default=10.0, help="λ of g = αI + λ s sᵀ (default: 10)")
     parser.add_argument("--alpha", type=_positive_float, default=1.0, help="α of g = αI + λ s sᵀ (default: 1)")
     parser.add_argument("--batch-size", type=_positive_int, default=64, help="pairs per solve (default: 64)")
+    parser.add_argument("--blocks", metavar="DIR", default=None,
+                        help="keep every finished block of --batch-size pairs in DIR, so that a rerun resumes "
+                        "(default under torchrun: <out>.blocks, shared out over the ranks)")
     _common_arguments(parser)
 
 
@@ -282,11 +285,11 @@ def _distances_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--out must name a .npy file, got {args.out!r}")
         return distances_under_model(args.model, args.out, indices=args.indices, points=args.points,
                                      sigma=args.sigma, lam=args.lam, alpha=args.alpha, batch_size=args.batch_size,
-                                     progress=not args.no_progress, timestep=args.timestep)
+                                     progress=not args.no_progress, timestep=args.timestep, blocks=args.blocks)
 
     report = _guarded("distances", args, work)
-    if isinstance(report, int):
-        return report
+    if isinstance(report, int) or not is_main_process():  # under torchrun, rank 0 reports
+        return report if isinstance(report, int) else 0
     print(f"{report['n']}×{report['n']} distances ({report['pairs']} pairs) in {report['seconds']:.1f} s; "
           f"wrote {report['files'][0]}")
     return 0

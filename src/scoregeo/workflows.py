@@ -7,6 +7,7 @@ pyplot), so they work headless.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import datasets, plotting
-from ._distributed import is_main_process
+from ._distributed import is_main_process, launched
 from ._io import atomic_write
 from .evaluation import sliced_wasserstein
 from .geodesics import curve_length, geodesic, lerp, pairwise_distances, slerp
@@ -320,6 +321,7 @@ def distances_under_model(
     batch_size: int = 64,
     progress: bool = True,
     timestep: int | None = None,
+    blocks: str | Path | None = None,
 ) -> dict[str, Any]:
     """Geodesic distance matrix of g = αI + λ s sᵀ (learned score at σ) between data rows or a .npy file's points.
 
@@ -327,6 +329,10 @@ def distances_under_model(
 
     ``indices``: "A:B" or "I,J,…" rows of the run's training data; ``points``: a
     .npy (n, d) array. Writes the (n, n) matrix to ``out`` (.npy, atomically).
+    ``blocks``: a directory for the finished blocks of pairs, so that a rerun
+    resumes (``pairwise_distances(out_dir=...)``); under ``torchrun`` with
+    several processes the blocks are shared out over the ranks, and ``blocks``
+    defaults to ``<out>.blocks``. Rank 0 writes the matrix.
     """
     score, data, _ = _score_source(model_dir, sigma, timestep)
     if points is not None:
@@ -338,12 +344,26 @@ def distances_under_model(
     if X.shape[0] < 2:
         raise ValueError(f"need at least 2 points, got {X.shape[0]}")
     metric = ScoreMetric(score, lam=lam, alpha=alpha)
+    distributed = launched()
+    if distributed and blocks is None:
+        blocks = f"{out}.blocks"
     start = time.perf_counter()
-    D = pairwise_distances(metric, X, batch_size=batch_size, progress=progress)
+    D = pairwise_distances(metric, X, batch_size=batch_size, progress=progress, out_dir=blocks,
+                           distributed=distributed, key=_model_key(model_dir, sigma, timestep))
     seconds = time.perf_counter() - start
-    atomic_write(out, lambda fh: np.save(fh, D.numpy()), binary=True)
+    if is_main_process():
+        atomic_write(out, lambda fh: np.save(fh, D.numpy()), binary=True)
     n = X.shape[0]
     return {"model": str(model_dir), "n": n, "pairs": n * (n - 1) // 2, "seconds": seconds, "files": [str(out)]}
+
+
+def _model_key(model_dir: str | Path, sigma: float | None, timestep: int | None) -> str:
+    """What identifies the score of a model directory for block files: its JSON files (a scoregeo run's
+    config.json holds the SHA-256 of its weights), σ and the timestep."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).rglob("*.json")):
+        digest.update(str(path.relative_to(model_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{digest.hexdigest()} sigma={sigma} timestep={timestep}"
 
 
 def _parse_indices(text: str, count: int) -> list[int]:
