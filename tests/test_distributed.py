@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -185,3 +186,22 @@ def test_a_failing_rank_makes_the_launcher_fail_and_shows_its_error(tmp_path):
     run = _torchrun_training("fail", str(tmp_path / "unused"))
     assert run.returncode != 0
     assert "rank 1 fails on purpose" in run.stderr
+
+
+def test_the_cli_distances_under_torchrun_equal_one_process(tmp_path):
+    from scoregeo.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", "moons", "--n", "500", "--steps", "30", "--batch-size", "64", "--out",
+                 str(run_dir), "--no-progress", "--threads", "1"]) == 0
+    common = ["distances", "--model", str(run_dir), "--sigma", "0.5", "--indices", "0:5", "--lam", "2",
+              "--batch-size", "3", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "one.npy"), "--threads", "1"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "scoregeo", *common, "--out", str(tmp_path / "two.npy")]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("5×5 distances (10 pairs)") == 1  # rank 0 reports
+    assert len(list((tmp_path / "two.npy.blocks").glob("block-*.pt"))) == 4  # 10 pairs in blocks of 3
+    assert np.array_equal(np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy"))
