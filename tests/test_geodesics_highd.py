@@ -314,3 +314,27 @@ def test_multilevel_shortest_samples_only_the_chosen_curves_and_agrees_with_the_
     assert fast.points.shape == default.points.shape == (2, 33, 16)
     for name in ("points", "length", "converged", "initial_velocity", "residual", "n_local", "local_lengths", "evaluations"):
         torch.testing.assert_close(getattr(fast, name), getattr(default, name), rtol=0, atol=0, equal_nan=True)
+
+
+def test_duplicates_are_found_per_group_without_all_pairs_of_curves():
+    """_outrun's duplicate rule against its dense definition (all (A, A) pairs), with tiles of one pair."""
+    from scoregeo.geodesics import hermite, multilevel
+
+    gen = torch.Generator().manual_seed(7)
+    base = torch.randn(3, 9, 5, generator=gen, dtype=torch.float64)
+    curves = torch.cat([base, base + 1e-6 * torch.randn(3, 9, 5, generator=gen, dtype=torch.float64),
+                        base + 0.3 * torch.randn(3, 9, 5, generator=gen, dtype=torch.float64)])
+    groups = torch.arange(3).repeat(3)
+    length = torch.rand(9, generator=gen, dtype=torch.float64) + 1
+    active = torch.arange(9)
+    change = torch.full((9,), float("inf"), dtype=torch.float64)  # lengths within 2x: none beaten by length
+    found = multilevel._outrun(length, change, groups, active, curves)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hermite, "_TILE_BYTES", 1)
+        assert torch.equal(multilevel._outrun(length, change, groups, active, curves), found)
+    chord = (curves[:, -1] - curves[:, 0]).norm(dim=-1)
+    gaps = (curves[:, None] - curves[None, :]).norm(dim=-1).amax(-1)
+    same = (groups[:, None] == groups[None, :]) & ~torch.eye(9, dtype=torch.bool)
+    longer = length[:, None] > length[None, :]
+    expected = (same & (gaps <= 1e-3 * chord[:, None]) & longer).any(1)
+    assert torch.equal(found, expected) and int(expected.sum()) == 3  # the longer of each near-identical pair

@@ -265,11 +265,22 @@ def _outrun(length, change, groups, active, curves) -> torch.Tensor:
     other = same_group & ~torch.eye(count, dtype=torch.bool, device=active.device)
     beaten = (other & (floor[:, None] > mine[None, :] * (1 + 1e-9))).any(1)
     chord = (curves[:, -1] - curves[:, 0]).norm(dim=-1)
-    gaps = (curves[:, None] - curves[None, :]).norm(dim=-1).amax(-1)  # (A, A)
     order = torch.arange(count, device=active.device)
     longer = (mine[:, None] > mine[None, :]) | ((mine[:, None] == mine[None, :]) & (order[:, None] > order[None, :]))
-    duplicate = (other & (gaps <= 1e-3 * chord[:, None]) & longer).any(1)
+    first, second = (other & longer).nonzero(as_tuple=True)  # only pairs of one group, the longer curve first
+    gaps = _max_gaps(curves, first, second)
+    duplicate = torch.zeros(count, dtype=torch.bool, device=active.device)
+    duplicate[first[gaps <= 1e-3 * chord[first]]] = True
     return torch.isfinite(mine) & (beaten | duplicate)
+
+
+def _max_gaps(curves: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """max over the points of |curves[first] − curves[second]| (P,), in tiles of at most 8 MB of differences."""
+    per_tile = max(1, hermite._TILE_BYTES // (curves[0].numel() * curves.element_size()))
+    return torch.cat([
+        (curves[first[k:k + per_tile]] - curves[second[k:k + per_tile]]).norm(dim=-1).amax(-1)
+        for k in range(0, first.shape[0], per_tile)
+    ] or [curves.new_empty(0)])
 
 
 def _richardson(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
