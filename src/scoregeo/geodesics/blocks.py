@@ -100,23 +100,22 @@ class BlockStore:
 
 
 def solve_blocks(blocks: Blocks, mine, solve: Callable, store: BlockStore | None,
-                 progress=None) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], int]:
-    """The blocks ``mine`` (indices), loaded from ``store`` when there, else solved (and saved).
+                 progress=None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """{k: (distances, converged)} of the blocks ``mine`` (indices): loaded from ``store`` when there, else solved.
 
-    ``solve(rows, cols)`` returns (distances, converged) of one block;
-    ``progress`` (a tqdm bar or None) advances by one per block. Returns
-    ({k: (distances, converged)}, the number of blocks solved here).
+    ``solve(rows, cols)`` returns (distances, converged) of one block, which is
+    then saved to ``store``; ``progress`` (a tqdm bar or None) advances by one
+    per block.
     """
-    results, solved = {}, 0
+    results = {}
     for k in mine:
         rows, cols = blocks.pairs(k)
         found = store.load(k, rows, cols) if store is not None else None
         if found is None:
             found = solve(rows, cols)
-            solved += 1
             if store is not None:
                 store.save(k, rows, cols, *found)
         results[k] = found
         if progress is not None:
             progress.update(1)
-    return results, solved
+    return results

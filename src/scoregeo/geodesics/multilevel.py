@@ -312,8 +312,7 @@ class _StoppedCurves:
     def sampled(self, rows: torch.Tensor, n_points: int) -> torch.Tensor:
         """The curves ``rows`` (R,) resampled to (R, n_points, d), those on the same grid together."""
         rows = rows.tolist()
-        first = self.grids[rows[0]] if rows else self.velocity
-        out = first.new_empty(len(rows), n_points, self.velocity.shape[-1])
+        out = self.velocity.new_empty(len(rows), n_points, self.velocity.shape[-1])
         by_grid: dict[int, list[int]] = {}
         for slot, row in enumerate(rows):
             by_grid.setdefault(self.grids[row].shape[0], []).append(slot)

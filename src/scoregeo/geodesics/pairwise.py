@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_positive_int
 from ..metrics import Metric
-from .. import _distributed as dist_utils
+from .. import _distributed
 from .blocks import Blocks, BlockStore, fingerprint, solve_blocks
 from .bvp import geodesic
 from .shortest import Shortest
@@ -90,7 +90,7 @@ def pairwise_distances(
     store = None
     if out_dir is not None:
         store = BlockStore(out_dir, fingerprint(X, Y if not symmetric else "symmetric", settings))
-    rank, world = dist_utils.rank_and_world(distributed, X.device)
+    rank, world = _distributed.rank_and_world(distributed, X.device)
 
     def solve(i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         i, j = i.to(X.device), j.to(X.device)
@@ -101,9 +101,9 @@ def pairwise_distances(
 
     mine = range(rank, len(blocks), world)
     with tqdm(total=len(mine), desc="pairwise distances", unit="block", disable=not progress or rank != 0) as bar:
-        results, _ = solve_blocks(blocks, mine, solve, store, progress=bar)
+        results = solve_blocks(blocks, mine, solve, store, progress=bar)
     if world > 1:
-        dist_utils.barrier()
+        _distributed.barrier()
         results = {k: store.load(k, *blocks.pairs(k)) for k in range(len(blocks))}
     distances = X.new_zeros(N, M)
     converged = torch.ones(N, M, dtype=torch.bool, device=X.device)

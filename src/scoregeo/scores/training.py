@@ -139,6 +139,8 @@ def train_score(
     rank, world = _distributed.rank_and_world(distributed, data.device)
     if batch_size % world:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
+    if data.shape[0] < world:
+        raise ValueError(f"data has {data.shape[0]} rows, fewer than the {world} processes that share it")
 
     noise = _noise_params(method, data, sigma_min, sigma_max, n_sigmas, beta_min, beta_max)
     with torch.random.fork_rng(devices=[]):
