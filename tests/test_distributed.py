@@ -168,6 +168,14 @@ def test_training_killed_on_one_rank_resumes_to_the_uninterrupted_result(tmp_pat
     whole_history = sg.scores.checkpoint.read_tensors(tmp_path / "whole" / "train_state.safetensors", None)
     assert alone.loss_history[:4] == whole_history["loss_history"][:4].tolist()  # restored, not recomputed
 
+    # rank 0, the one that writes the checkpoints, killed instead
+    killed = _torchrun_training("run", str(tmp_path / "rank 0 killed"), "--kill-at", "6", "--kill-rank", "0")
+    assert killed.returncode != 0
+    assert sg.scores.checkpoint.read_config(tmp_path / "rank 0 killed")["training"]["step"] == 4
+    finished = _torchrun_training("run", str(tmp_path / "rank 0 killed"))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert {(tmp_path / "rank 0 killed" / f"ema-{r}.txt").read_text() for r in (0, 1)} == digests
+
 
 def test_the_cli_trains_under_torchrun_and_rank_0_reports(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,6 +1,6 @@
 """Run under torchrun by tests/test_distributed.py: sg.train_score on the ranks of torch.distributed.
 
-    torchrun --standalone --nproc_per_node 2 train_worker.py MODE OUT [--kill-at STEP]
+    torchrun --standalone --nproc_per_node 2 train_worker.py MODE OUT [--kill-at STEP [--kill-rank R]]
 
 Modes:
   gradient  one step of exact score matching (global batch 8, float64, no clipping) with a
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("mode", choices=["gradient", "run", "fail"])
     parser.add_argument("out")
     parser.add_argument("--kill-at", type=int)
+    parser.add_argument("--kill-rank", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
@@ -71,7 +72,7 @@ def main() -> None:
             torch.save({"batches": batches, "gradients": gradients}, args.out)
     else:
         def maybe_die(step, loss, model):
-            if rank == 1 and step == args.kill_at:
+            if rank == args.kill_rank and step == args.kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         model = sg.train_score(data(), "dsm", steps=12, batch_size=8, checkpoint_every=4, out=args.out,
