@@ -85,28 +85,37 @@ def test_unreadable_block_and_missing_out_dir_are_refused(tmp_path):
         sg.pairwise_distances(metric, X, progress=False, key=3)
 
 
-def _torchrun(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def _torchrun(*target: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Two CPU processes (one thread each) under torchrun running ``target``: a script and its arguments,
+    or "-m", a module and its arguments."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKERS / "distances_worker.py"), *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *target]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _distances(*args: str) -> subprocess.CompletedProcess:
+    return _torchrun(str(WORKERS / "distances_worker.py"), *args)
+
+
+def _training(*args: str) -> subprocess.CompletedProcess:
+    return _torchrun(str(WORKERS / "train_worker.py"), *args)
 
 
 def test_two_ranks_give_the_single_process_matrix_and_resume_after_a_killed_rank(tmp_path):
     metric, X = problem()
     single = sg.pairwise_distances(metric, X, batch_size=2, progress=False, key="worker")
 
-    run = _torchrun(str(tmp_path / "blocks"), str(tmp_path / "matrix.pt"))
+    run = _distances(str(tmp_path / "blocks"), str(tmp_path / "matrix.pt"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert torch.equal(torch.load(tmp_path / "matrix.pt"), single)
 
     # rank 1 dies (SIGKILL) after its first block: the launcher fails, finished blocks stay on disk
-    killed = _torchrun(str(tmp_path / "resumed"), str(tmp_path / "resumed.pt"), "--kill-rank", "1")
+    killed = _distances(str(tmp_path / "resumed"), str(tmp_path / "resumed.pt"), "--kill-rank", "1")
     assert killed.returncode != 0
     assert "SIGKILL" in killed.stderr or "Signal 9" in killed.stderr, killed.stderr[-3000:]
     finished = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "resumed").glob("block-*.pt")}
     assert 1 <= len(finished) < 11
-    rerun = _torchrun(str(tmp_path / "resumed"), str(tmp_path / "resumed.pt"))
+    rerun = _distances(str(tmp_path / "resumed"), str(tmp_path / "resumed.pt"))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert torch.equal(torch.load(tmp_path / "resumed.pt"), single)
     after = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "resumed").glob("block-*.pt")}
@@ -115,18 +124,11 @@ def test_two_ranks_give_the_single_process_matrix_and_resume_after_a_killed_rank
 
 
 # ----------------------------------------------------------------------------- distributed training
-def _torchrun_training(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKERS / "train_worker.py"), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def test_a_ddp_step_has_the_gradient_of_one_process_on_the_same_global_batch(tmp_path):
     from scoregeo.scores.objectives import exact_score_matching
     from train_worker import RecordingMLP
 
-    run = _torchrun_training("gradient", str(tmp_path / "step.pt"))
+    run = _training("gradient", str(tmp_path / "step.pt"))
     assert run.returncode == 0, run.stderr[-3000:]
     result = torch.load(tmp_path / "step.pt")
     batches = result["batches"]
@@ -140,17 +142,17 @@ def test_a_ddp_step_has_the_gradient_of_one_process_on_the_same_global_batch(tmp
 
 
 def test_training_killed_on_one_rank_resumes_to_the_uninterrupted_result(tmp_path):
-    whole = _torchrun_training("run", str(tmp_path / "whole"))
+    whole = _training("run", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
     digests = {(tmp_path / "whole" / f"ema-{r}.txt").read_text() for r in (0, 1)}
     assert len(digests) == 1  # the EMA is identical on both ranks
 
-    killed = _torchrun_training("run", str(tmp_path / "resumed"), "--kill-at", "6")
+    killed = _training("run", str(tmp_path / "resumed"), "--kill-at", "6")
     assert killed.returncode != 0
     config = sg.scores.checkpoint.read_config(tmp_path / "resumed")
     assert config["training"]["step"] == 4 and config["training"]["world_size"] == 2  # the last checkpoint
     shutil.copytree(tmp_path / "resumed", tmp_path / "one process")
-    finished = _torchrun_training("run", str(tmp_path / "resumed"))
+    finished = _training("run", str(tmp_path / "resumed"))
     assert finished.returncode == 0, finished.stderr[-3000:]
     resumed = {(tmp_path / "resumed" / f"ema-{r}.txt").read_text() for r in (0, 1)}
     assert resumed == digests  # bit for bit the uninterrupted run
@@ -169,20 +171,17 @@ def test_training_killed_on_one_rank_resumes_to_the_uninterrupted_result(tmp_pat
     assert alone.loss_history[:4] == whole_history["loss_history"][:4].tolist()  # restored, not recomputed
 
     # rank 0, the one that writes the checkpoints, killed instead
-    killed = _torchrun_training("run", str(tmp_path / "rank 0 killed"), "--kill-at", "6", "--kill-rank", "0")
+    killed = _training("run", str(tmp_path / "rank 0 killed"), "--kill-at", "6", "--kill-rank", "0")
     assert killed.returncode != 0
     assert sg.scores.checkpoint.read_config(tmp_path / "rank 0 killed")["training"]["step"] == 4
-    finished = _torchrun_training("run", str(tmp_path / "rank 0 killed"))
+    finished = _training("run", str(tmp_path / "rank 0 killed"))
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert {(tmp_path / "rank 0 killed" / f"ema-{r}.txt").read_text() for r in (0, 1)} == digests
 
 
 def test_the_cli_trains_under_torchrun_and_rank_0_reports(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "scoregeo", "train", "--data", "moons", "--n-data", "256", "--steps", "20", "--batch-size", "16",
-               "--out", str(tmp_path / "run"), "--no-progress"]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    run = _torchrun("-m", "scoregeo", "train", "--data", "moons", "--n-data", "256", "--steps", "20", "--batch-size",
+                    "16", "--out", str(tmp_path / "run"), "--no-progress")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("trained dsm on moons") == 1
     config = sg.scores.checkpoint.read_config(tmp_path / "run")
@@ -191,7 +190,7 @@ def test_the_cli_trains_under_torchrun_and_rank_0_reports(tmp_path):
 
 
 def test_a_failing_rank_makes_the_launcher_fail_and_shows_its_error(tmp_path):
-    run = _torchrun_training("fail", str(tmp_path / "unused"))
+    run = _training("fail", str(tmp_path / "unused"))
     assert run.returncode != 0
     assert "rank 1 fails on purpose" in run.stderr
 
@@ -205,10 +204,7 @@ def test_the_cli_distances_under_torchrun_equal_one_process(tmp_path):
     common = ["distances", "--model", str(run_dir), "--sigma", "0.5", "--indices", "0:5", "--lam", "2",
               "--batch-size", "3", "--no-progress"]
     assert main([*common, "--out", str(tmp_path / "one.npy"), "--threads", "1"]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "scoregeo", *common, "--out", str(tmp_path / "two.npy")]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    run = _torchrun("-m", "scoregeo", *common, "--out", str(tmp_path / "two.npy"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("5×5 distances (10 pairs)") == 1  # rank 0 reports
     assert len(list((tmp_path / "two.npy.blocks").glob("block-*.pt"))) == 4  # 10 pairs in blocks of 3
