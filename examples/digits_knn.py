@@ -163,7 +163,8 @@ def main(argv=None) -> int:
         f"σ = {args.sigma}, λ = {args.lam:g} (Jacobian metric: λ = {args.lam_jacobian:g}), solver {solver!r}, {args.n_points} "
         f"points; geodesic distances to the {args.candidates} Euclidean-nearest training digits",
         *([f"budgeted solves ({', '.join(f'{k} = {v}' for k, v in budget.items())}): a distance is the length of the "
-           "returned curve, which bounds the geodesic distance from above whether or not the solve converged"]
+           "returned curve (midpoint rule), which bounds the geodesic distance from above up to that quadrature's "
+           "error, whether or not the solve converged"]
           if budget else []),
         "",
         "| metric | accuracy k=1 [95% CI] | accuracy k=5 [95% CI] | nearest neighbour changed | converged | s/geodesic |",
