@@ -104,7 +104,7 @@ def pairwise_distances(
         results = solve_blocks(blocks, mine, solve, store, progress=bar)
     if world > 1:
         _distributed.barrier()
-        results = {k: store.load(k, *blocks.pairs(k)) for k in range(len(blocks))}
+        results.update({k: store.load(k, *blocks.pairs(k)) for k in range(len(blocks)) if k not in results})
     distances = X.new_zeros(N, M)
     converged = torch.ones(N, M, dtype=torch.bool, device=X.device)
     for k, (length, ok) in results.items():
